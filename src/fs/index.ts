@@ -1,0 +1,35 @@
+// The boundary between a volume's mount lifecycle (src/volume.ts) and the
+// SFTP-backed FUSE filesystem. volume.ts depends on nothing else in src/fs.
+import type { Logger } from 'pino';
+import type { SshTarget } from '../sftp/target';
+
+export interface FsOptions {
+  target: SshTarget;
+  /** Absolute path of an existing empty directory to mount on. */
+  mountpoint: string;
+  /** Owner reported for every file; default: what the server says. */
+  uid?: number;
+  gid?: number;
+  /** Permission bits masked out of every reported mode (octal number, e.g. 0o022). */
+  umask?: number;
+  /** Let every uid use the mount (containers run as any user). */
+  allowOther: boolean;
+  readOnly: boolean;
+  /** Seconds a cached attribute or directory listing may be served (sshfs: 20). */
+  cacheTimeout: number;
+  log: Logger;
+}
+
+export type LinkState = 'connected' | 'reconnecting' | 'disconnected';
+
+export interface MountedFs {
+  readonly linkState: LinkState;
+  /** Flush what can be flushed, detach the mount (lazily if busy), close SFTP. */
+  unmount(): Promise<void>;
+}
+
+export type MountFs = (opts: FsOptions) => Promise<MountedFs>;
+
+export const mountSftpFs: MountFs = async () => {
+  throw new Error('the SFTP filesystem is not built yet');
+};

@@ -1,0 +1,161 @@
+// A real OpenSSH sshd for tests: 127.0.0.1, a free port, host and user keys
+// generated per run, serving a temp directory as the central store.
+// Started as `/usr/sbin/sshd -D -f <config>` so the test owns its lifetime.
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync, mkdirSync, readFileSync, rmSync, chmodSync } from 'node:fs';
+import { createServer, connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export interface Sshd {
+  host: string;
+  port: number;
+  user: string;
+  /** The directory the tests treat as the central store (absolute path on the server). */
+  storeDir: string;
+  /** Private key that the server accepts for `user` (OpenSSH format, ed25519). */
+  userKeyPath: string;
+  /** A key the server does NOT accept. */
+  wrongKeyPath: string;
+  /** SHA256:... fingerprint of the server's host key, as ssh-keygen -l prints it. */
+  hostKeyFingerprint: string;
+  /** Directory holding the keys and config; also safe scratch space for the test. */
+  dir: string;
+  stop(): Promise<void>;
+  /** Stop and start again on the same port with the same keys. */
+  restart(): Promise<void>;
+  /** Kill every open SSH session (the listener stays up): a server-side connection drop. */
+  killSessions(): void;
+}
+
+export interface SshdOptions {
+  /** Subsystem command for sftp; default OpenSSH's sftp-server. */
+  sftpServer?: string;
+  /** Extra sshd_config lines. */
+  extraConfig?: string;
+  port?: number;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function keygen(path: string, type = 'ed25519'): void {
+  execFileSync('ssh-keygen', ['-q', '-t', type, '-N', '', '-C', 'tsfs-test', '-f', path]);
+}
+
+export function fingerprint(pubKeyPath: string): string {
+  // "256 SHA256:abc... comment (ED25519)"
+  return execFileSync('ssh-keygen', ['-l', '-E', 'sha256', '-f', pubKeyPath]).toString().split(' ')[1];
+}
+
+async function waitForPort(port: number, proc: ChildProcess, stderr: () => string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    if (proc.exitCode !== null) throw new Error(`sshd exited with ${proc.exitCode}: ${stderr()}`);
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect(port, '127.0.0.1');
+      s.once('connect', () => { s.destroy(); resolve(true); });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`sshd did not listen on ${port}: ${stderr()}`);
+}
+
+export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
+  const dir = mkdtempSync(join(tmpdir(), 'tsfs-sshd-'));
+  chmodSync(dir, 0o755); // sshd StrictModes and non-root test users need to traverse it
+  const storeDir = join(dir, 'store');
+  mkdirSync(storeDir, { mode: 0o777 });
+  chmodSync(storeDir, 0o777);
+  mkdirSync('/run/sshd', { recursive: true }); // privilege separation dir that sshd insists on
+  const hostKey = join(dir, 'host_ed25519');
+  const userKeyPath = join(dir, 'user_ed25519');
+  const wrongKeyPath = join(dir, 'wrong_ed25519');
+  keygen(hostKey);
+  keygen(userKeyPath);
+  keygen(wrongKeyPath);
+  const authorized = join(dir, 'authorized_keys');
+  writeFileSync(authorized, readFileSync(`${userKeyPath}.pub`), { mode: 0o644 });
+  const port = opts.port ?? (await freePort());
+  const config = join(dir, 'sshd_config');
+  writeFileSync(
+    config,
+    [
+      `Port ${port}`,
+      'ListenAddress 127.0.0.1',
+      `HostKey ${hostKey}`,
+      `PidFile ${join(dir, 'sshd.pid')}`,
+      `AuthorizedKeysFile ${authorized}`,
+      'PermitRootLogin yes',
+      'PasswordAuthentication yes',
+      'KbdInteractiveAuthentication no',
+      'UsePAM no',
+      'StrictModes no',
+      'LogLevel ERROR',
+      'MaxSessions 64',
+      'MaxStartups 100:30:200',
+      `Subsystem sftp ${opts.sftpServer ?? '/usr/lib/openssh/sftp-server'}`,
+      opts.extraConfig ?? '',
+    ].join('\n') + '\n',
+  );
+
+  let proc!: ChildProcess;
+  let err = '';
+  const start = async () => {
+    err = '';
+    proc = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+    proc.stderr!.on('data', (d) => { err += d.toString(); });
+    await waitForPort(port, proc, () => err);
+  };
+  // sshd forks a child per connection that outlives the listener; kill those
+  // too so that "the server went away" means what it says.
+  const killSessions = () => {
+    try {
+      execFileSync('pkill', ['-KILL', '-P', String(proc.pid)]);
+    } catch {
+      /* no sessions */
+    }
+  };
+  const stop = async () => {
+    if (proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise((r) => proc.once('exit', r));
+    killSessions();
+    proc.kill('SIGTERM');
+    await exited;
+  };
+  await start();
+  return {
+    host: '127.0.0.1',
+    port,
+    user: 'root',
+    storeDir,
+    userKeyPath,
+    wrongKeyPath,
+    hostKeyFingerprint: fingerprint(`${hostKey}.pub`),
+    dir,
+    stop: async () => {
+      await stop();
+    },
+    restart: async () => {
+      await stop();
+      await start();
+    },
+    killSessions,
+  };
+}
+
+/** Remove the sshd's directory after stop(); separate so tests can inspect the store. */
+export function removeSshdDir(s: Sshd): void {
+  rmSync(s.dir, { recursive: true, force: true });
+}
