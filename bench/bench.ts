@@ -1,0 +1,238 @@
+// npm run bench: tsfs against the C sshfs on the same sshd, same machine, same
+// run. Not a test: it prints figures, it asserts nothing.
+//
+// Each workload runs alternately on the two mounts (A B A B ...) so drift in
+// the machine's load hits both; we print medians and tsfs/sshfs ratios.
+// tsfs runs as the real daemon (node dist/main.js) driven over its plugin
+// socket, exactly as dockerd drives it, so the RSS we report is the daemon's.
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startSshd, type Sshd } from '../test/helpers/sshd';
+import { pluginCall } from '../test/helpers/plugin-client';
+
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const BIG_MIB = Number(process.env.BENCH_BIG_MIB ?? 512);
+const CIPHER = 'aes128-gcm@openssh.com';
+const WORKER = join(__dirname, 'worker.mjs');
+
+interface Mount {
+  name: 'tsfs' | 'sshfs';
+  dir: string;
+  remount(): Promise<void>;
+  unmount(): Promise<void>;
+}
+
+function sh(cmd: string, args: string[], opts: { cwd?: string } = {}): string {
+  return execFileSync(cmd, args, { cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 30 }).toString();
+}
+
+async function run(cmd: string, args: string[]): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const p = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    p.stderr.on('data', (d) => (err += d));
+    p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${cmd} ${args.join(' ')}: exit ${code}: ${err}`))));
+  });
+}
+
+async function timed(fn: () => Promise<void>): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  await fn();
+  return Number(process.hrtime.bigint() - t0) / 1e9;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+// ---- the two mounts ---------------------------------------------------------
+
+async function mountSshfs(sshd: Sshd, remote: string, dir: string): Promise<Mount> {
+  const args = [
+    `${sshd.user}@${sshd.host}:${remote}`, dir,
+    '-p', String(sshd.port),
+    '-o', `IdentityFile=${sshd.userKeyPath},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null`,
+    '-o', `Ciphers=${CIPHER},Compression=no,allow_other`,
+  ];
+  const up = () => run('sshfs', args);
+  const down = () => run('fusermount3', ['-u', dir]);
+  await up();
+  return { name: 'sshfs', dir, remount: async () => { await down(); await up(); }, unmount: down };
+}
+
+class Daemon {
+  proc!: ChildProcess;
+  socket: string;
+  constructor(readonly root: string, readonly sshd: Sshd) {
+    this.socket = join(root, 'tsfs.sock');
+  }
+  async start(): Promise<void> {
+    this.proc = spawn(process.execPath, [join(__dirname, '..', 'dist', 'main.js')], {
+      env: {
+        ...process.env,
+        TSFS_SOCKET: this.socket,
+        TSFS_STATE_DIR: join(this.root, 'state'),
+        TSFS_MOUNT_ROOT: join(this.root, 'volumes'),
+        TSFS_SSH_DIR: join(this.root, 'ssh'),
+        LOG_LEVEL: 'warn',
+      },
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
+    for (let i = 0; i < 100 && !existsSync(this.socket); i++) await new Promise((r) => setTimeout(r, 50));
+    await pluginCall(this.socket, 'Plugin.Activate', {});
+  }
+  async volume(name: string, remote: string): Promise<Mount> {
+    await pluginCall(this.socket, 'VolumeDriver.Create', {
+      Name: name,
+      Opts: { sshcmd: `${this.sshd.user}@${this.sshd.host}:${remote}`, port: String(this.sshd.port), IdentityFile: this.sshd.userKeyPath },
+    });
+    let id = 0;
+    const up = async () => (await pluginCall(this.socket, 'VolumeDriver.Mount', { Name: name, ID: `bench-${++id}` })).Mountpoint as string;
+    const down = () => pluginCall(this.socket, 'VolumeDriver.Unmount', { Name: name, ID: `bench-${id}` }).then(() => undefined);
+    const dir = await up();
+    return { name: 'tsfs', dir, remount: async () => { await down(); await up(); }, unmount: down };
+  }
+  /** Peak and current resident set of the daemon, MiB. */
+  rss(): { peak: number; now: number } {
+    const status = readFileSync(`/proc/${this.proc.pid}/status`, 'utf8');
+    const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(status)?.[1] ?? 0) / 1024;
+    return { peak: kb('VmHWM'), now: kb('VmRSS') };
+  }
+  async stop(): Promise<void> {
+    const exited = new Promise((r) => this.proc.once('exit', r));
+    this.proc.kill('SIGTERM');
+    await exited;
+  }
+}
+
+// ---- workloads ----------------------------------------------------------------
+// Each returns seconds for one run on one mount. `fresh` is a per-run scratch
+// directory name so runs never see each other's files or caches.
+
+type Workload = { name: string; unit: 'MB/s' | 's'; bytes?: number; run(m: Mount, fresh: string): Promise<number> };
+
+function workloads(bigFile: string, treeName: string): Workload[] {
+  const bigBytes = BIG_MIB * 1 << 20;
+  return [
+    {
+      name: `seq write ${BIG_MIB} MiB (dd bs=1M conv=fsync)`, unit: 'MB/s', bytes: bigBytes,
+      run: (m, fresh) => timed(() => run('dd', [`if=${bigFile}`, `of=${join(m.dir, fresh + '.bin')}`, 'bs=1M', 'conv=fsync', 'status=none'])),
+    },
+    {
+      name: `seq read ${BIG_MIB} MiB, fresh mount`, unit: 'MB/s', bytes: bigBytes,
+      run: async (m, fresh) => {
+        await run('dd', [`if=${bigFile}`, `of=${join(m.dir, fresh + '.bin')}`, 'bs=1M', 'status=none']);
+        await m.remount();
+        return timed(() => run('dd', [`if=${join(m.dir, fresh + '.bin')}`, 'of=/dev/null', 'bs=1M', 'status=none']));
+      },
+    },
+    {
+      name: '2,000 x 4 KiB files in 20 dirs', unit: 's',
+      run: (m, fresh) => timed(() => run(process.execPath, [WORKER, 'small-files', join(m.dir, fresh)])),
+    },
+    {
+      name: 'ls -lR of 10,000 files, fresh mount', unit: 's',
+      run: async (m) => { await m.remount(); return timed(() => run('ls', ['-lR', join(m.dir, treeName)])); },
+    },
+    {
+      name: 'find -type f of 10,000 files, fresh mount', unit: 's',
+      run: async (m) => { await m.remount(); return timed(() => run('find', [join(m.dir, treeName), '-type', 'f'])); },
+    },
+    {
+      name: 'stat of every file (10,000), fresh mount', unit: 's',
+      run: async (m) => { await m.remount(); return timed(() => run(process.execPath, [WORKER, 'stat-tree', join(m.dir, treeName)])); },
+    },
+    {
+      name: 'HDF5-like: 64 MiB, 4,096 random 4 KiB rewrites + fsync', unit: 's',
+      run: async (m, fresh) => {
+        const f = join(m.dir, fresh + '.h5');
+        await run('dd', ['if=/dev/zero', `of=${f}`, 'bs=1M', 'count=64', 'conv=fsync', 'status=none']);
+        return timed(() => run(process.execPath, [WORKER, 'random-rewrite', f]));
+      },
+    },
+    {
+      name: '8 concurrent writers x 32 MiB (conv=fsync)', unit: 'MB/s', bytes: 8 * 32 << 20,
+      run: (m, fresh) =>
+        timed(async () => {
+          await Promise.all(
+            Array.from({ length: 8 }, (_, i) =>
+              run('dd', [`if=${bigFile}`, `of=${join(m.dir, `${fresh}-w${i}.bin`)}`, 'bs=1M', 'count=32', 'conv=fsync', 'status=none']),
+            ),
+          );
+        }),
+    },
+  ];
+}
+
+async function main(): Promise<void> {
+  if (!existsSync(join(__dirname, '..', 'dist', 'main.js'))) throw new Error('run `npm run build` first');
+  const cryptoBinding = require('ssh2/lib/protocol/crypto.js').bindingAvailable;
+  const work = mkdtempSync(join(tmpdir(), 'tsfs-bench-'));
+  const sshd = await startSshd();
+  const daemon = new Daemon(work, sshd);
+  const mounts: Mount[] = [];
+  try {
+    console.log(`tsfs vs sshfs ${sh('sshfs', ['--version']).split('\n')[0]} on OpenSSH sshd 127.0.0.1:${sshd.port}`);
+    console.log(`cipher ${CIPHER} for both; ssh2 native crypto binding: ${cryptoBinding}; ${ROUNDS} rounds, medians`);
+    const bigFile = join(work, 'big.bin');
+    await run('dd', ['if=/dev/urandom', `of=${bigFile}`, 'bs=1M', `count=${BIG_MIB}`, 'status=none']);
+    // The metadata tree is made on the server side directly: both mounts walk the same one.
+    const treeName = 'tree10k';
+    await run(process.execPath, [WORKER, 'make-tree', join(sshd.storeDir, treeName)]);
+    for (const n of ['tsfs', 'sshfs']) mkdirSync(join(sshd.storeDir, n));
+    linkTree(sshd.storeDir, treeName);
+
+    mkdirSync(join(work, 'ssh'));
+    mkdirSync(join(work, 'sshfs-mnt'));
+    await daemon.start();
+    const tsfs = await daemon.volume('bench', join(sshd.storeDir, 'tsfs'));
+    const sshfs = await mountSshfs(sshd, join(sshd.storeDir, 'sshfs'), join(work, 'sshfs-mnt'));
+    mounts.push(tsfs, sshfs);
+
+    const results: string[] = [];
+    for (const w of workloads(bigFile, treeName)) {
+      const times: Record<string, number[]> = { tsfs: [], sshfs: [] };
+      for (let r = 0; r < ROUNDS; r++) {
+        for (const m of r % 2 === 0 ? [tsfs, sshfs] : [sshfs, tsfs]) {
+          times[m.name].push(await w.run(m, `r${r}-${w.name.replace(/\W+/g, '_').slice(0, 20)}`));
+        }
+      }
+      const [a, b] = [median(times.tsfs), median(times.sshfs)];
+      const line =
+        w.unit === 'MB/s'
+          ? `${w.name}: tsfs ${(w.bytes! / a / 1e6).toFixed(1)} MB/s, sshfs ${(w.bytes! / b / 1e6).toFixed(1)} MB/s, speed ratio ${(b / a).toFixed(2)}x`
+          : `${w.name}: tsfs ${a.toFixed(2)} s, sshfs ${b.toFixed(2)} s, time ratio ${(a / b).toFixed(2)} (speed ${(b / a).toFixed(2)}x)`;
+      console.log(line);
+      results.push(line);
+    }
+
+    const scp = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      scp.push(await timed(() => run('scp', ['-q', '-c', CIPHER, '-i', sshd.userKeyPath, '-P', String(sshd.port), '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', bigFile, `${sshd.user}@${sshd.host}:${join(sshd.storeDir, 'scp.bin')}`])));
+    }
+    console.log(`scp ${BIG_MIB} MiB (the raw limit): ${((BIG_MIB << 20) / median(scp) / 1e6).toFixed(1)} MB/s`);
+
+    // Memory: 8 volumes mounted and busy at once.
+    const eight = await Promise.all(Array.from({ length: 8 }, (_, i) => { mkdirSync(join(sshd.storeDir, `v${i}`)); return daemon.volume(`mem${i}`, join(sshd.storeDir, `v${i}`)); }));
+    mounts.push(...eight);
+    await Promise.all(eight.map((m) => run('dd', [`if=${bigFile}`, `of=${join(m.dir, 'busy.bin')}`, 'bs=1M', 'count=64', 'conv=fsync', 'status=none'])));
+    const rss = daemon.rss();
+    console.log(`daemon RSS with 8 volumes mounted and busy: peak ${rss.peak.toFixed(0)} MiB, now ${rss.now.toFixed(0)} MiB (peak over the whole run)`);
+  } finally {
+    for (const m of mounts.reverse()) await m.unmount().catch(() => undefined);
+    await daemon.stop().catch(() => undefined);
+    await sshd.stop();
+    rmSync(work, { recursive: true, force: true });
+    rmSync(sshd.dir, { recursive: true, force: true });
+  }
+}
+
+/** Both mounts see the same 10,000-file tree: each remote root gets a copy made by hardlinks (cheap, same inodes). */
+function linkTree(store: string, treeName: string): void {
+  for (const n of ['tsfs', 'sshfs']) sh('cp', ['-al', join(store, treeName), join(store, n, treeName)]);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
