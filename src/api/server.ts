@@ -1,0 +1,100 @@
+// The VolumeDriver HTTP API on the plugin's unix socket. dockerd sends JSON
+// with no Content-Type (only `Accept: application/vnd.docker.plugins.v1.2+json`),
+// so the body is read raw whatever the type, bounded, and parsed here.
+import express, { type NextFunction, type Request, type Response } from 'express';
+import type { Logger } from 'pino';
+import { PLUGIN_CONTENT_TYPE, type VolumeDriver } from './protocol';
+
+export const MAX_BODY_BYTES = 64 * 1024;
+
+type Handler = (body: Record<string, unknown>) => Promise<unknown> | unknown;
+
+function send(res: Response, status: number, body: unknown): void {
+  // Exactly the type go-plugins-helpers sends (express's .type() would append a charset).
+  res.status(status);
+  res.setHeader('Content-Type', PLUGIN_CONTENT_TYPE);
+  res.end(JSON.stringify(body));
+}
+
+function parseBody(raw: unknown): Record<string, unknown> {
+  const buf = Buffer.isBuffer(raw) ? raw : Buffer.alloc(0);
+  const text = buf.toString('utf8').trim();
+  // Activate, List and Capabilities come with an empty body.
+  if (text === '') return {};
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    throw new Error('request body is not valid JSON');
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('request body must be a JSON object');
+  return v as Record<string, unknown>;
+}
+
+export function makeApp(driver: VolumeDriver, log: Logger): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.disable('etag');
+  app.use(express.raw({ type: () => true, limit: MAX_BODY_BYTES }));
+
+  // One log line per request, written when the answer is sent.
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    const start = process.hrtime.bigint();
+    res.on('finish', () => {
+      const body = res.locals.body as Record<string, unknown> | undefined;
+      const fields = {
+        endpoint: req.path,
+        ...(typeof body?.Name === 'string' && { volume: body.Name.slice(0, 255) }),
+        ...(typeof body?.ID === 'string' && { mountId: body.ID.slice(0, 256) }),
+        ms: Number(process.hrtime.bigint() - start) / 1e6,
+        outcome: res.statusCode < 400 ? 'ok' : 'error',
+        status: res.statusCode,
+        ...(res.locals.err !== undefined && { err: res.locals.err }),
+      };
+      if (res.statusCode < 400) log.info(fields, 'request');
+      else log.warn(fields, 'request failed');
+    });
+    next();
+  });
+
+  const route = (path: string, handler: Handler) =>
+    app.post(path, async (req: Request, res: Response) => {
+      try {
+        const body = parseBody(req.body);
+        res.locals.body = body;
+        const out = await handler(body);
+        send(res, 200, out ?? {});
+      } catch (e) {
+        const msg = (e as Error).message || String(e);
+        res.locals.err = msg;
+        send(res, 500, { Err: msg });
+      }
+    });
+
+  route('/Plugin.Activate', () => ({ Implements: ['VolumeDriver'] }));
+  route('/VolumeDriver.Create', (b) => driver.create({ Name: b.Name as string, Opts: b.Opts as Record<string, string> }));
+  route('/VolumeDriver.Remove', (b) => driver.remove({ Name: b.Name as string }));
+  route('/VolumeDriver.Mount', (b) => driver.mount({ Name: b.Name as string, ID: b.ID as string }));
+  route('/VolumeDriver.Unmount', (b) => driver.unmount({ Name: b.Name as string, ID: b.ID as string }));
+  route('/VolumeDriver.Path', (b) => driver.path({ Name: b.Name as string }));
+  route('/VolumeDriver.Get', (b) => driver.get({ Name: b.Name as string }));
+  route('/VolumeDriver.List', () => driver.list());
+  route('/VolumeDriver.Capabilities', () => driver.capabilities());
+
+  app.use((req: Request, res: Response) => {
+    res.locals.err = `unknown endpoint ${req.method} ${req.path}`;
+    send(res, 404, { Err: `${res.locals.err}: this plugin implements Plugin.Activate and VolumeDriver.*` });
+  });
+
+  // Body-parser failures (too large, bad encoding) end up here.
+  // eslint-disable-next-line @typescript-eslint/no-unused-vars
+  app.use((err: Error & { type?: string }, _req: Request, res: Response, _next: NextFunction) => {
+    const msg =
+      err.type === 'entity.too.large'
+        ? `request body larger than ${MAX_BODY_BYTES / 1024} KiB`
+        : `cannot read request body: ${err.message}`;
+    res.locals.err = msg;
+    send(res, err.type === 'entity.too.large' ? 413 : 400, { Err: msg });
+  });
+  return app;
+}

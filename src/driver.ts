@@ -1,0 +1,213 @@
+// The set of volumes behind the VolumeDriver API. Operations on one volume
+// run one at a time (a promise chain per name), and every change is written
+// to the state file before the answer goes back to dockerd.
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type {
+  CapabilitiesResponse, CreateRequest, GetRequest, GetResponse, ListResponse, MountRequest, MountResponse,
+  PathRequest, PathResponse, RemoveRequest, UnmountRequest, Volume as ApiVolume, VolumeDriver,
+} from './api/protocol';
+import type { MountFs } from './fs/index';
+import { parseOptions, specDifferences, toSshTarget } from './options';
+import { probeRemote } from './sftp/probe';
+import { STATE_VERSION, type StateStore, type VolumeRecord } from './state';
+import { Volume, type Probe } from './volume';
+
+export interface DriverDeps {
+  mountRoot: string;
+  sshDir: string;
+  store: StateStore;
+  log: Logger;
+  mountFs: MountFs;
+  /** Create-time remote check; injectable only so unit tests can run without sshd. */
+  probe?: Probe;
+}
+
+// Docker's own rule for volume names (daemon/names), bounded like a file name.
+const NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/;
+const MAX_NAME = 255;
+const MAX_ID = 256;
+
+export class DriverError extends Error {
+  override name = 'DriverError';
+}
+
+function checkName(name: unknown): string {
+  if (typeof name !== 'string') throw new DriverError('Name must be a string');
+  const shown = JSON.stringify(name.length > 64 ? name.slice(0, 64) + '...' : name);
+  if (name.length > MAX_NAME) throw new DriverError(`invalid volume name ${shown}: longer than ${MAX_NAME} characters`);
+  if (!NAME.test(name)) {
+    throw new DriverError(`invalid volume name ${shown}: use 2 or more of [a-zA-Z0-9_.-], starting with a letter or digit`);
+  }
+  return name;
+}
+
+function checkId(id: unknown): string {
+  if (typeof id !== 'string' || id === '') throw new DriverError('ID (the Docker mount ID) must be a non-empty string');
+  if (id.length > MAX_ID || /[\x00-\x1f\x7f]/.test(id)) throw new DriverError(`ID must be at most ${MAX_ID} printable characters`);
+  return id;
+}
+
+export class Driver implements VolumeDriver {
+  private readonly volumes = new Map<string, Volume>();
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(private readonly deps: DriverDeps, records: VolumeRecord[] = []) {
+    for (const r of records) this.volumes.set(r.name, this.makeVolume(r));
+  }
+
+  async create(req: CreateRequest): Promise<void> {
+    const name = checkName(req.Name);
+    const spec = parseOptions(req.Opts);
+    await this.withLock(name, async () => {
+      const existing = this.volumes.get(name);
+      if (existing) {
+        const diff = specDifferences(existing.snapshot().spec, spec);
+        if (diff.length > 0) {
+          throw new DriverError(
+            `volume ${name} already exists with different options (${diff.join(', ')} differ); ` +
+              `use the same options, or remove it first with docker volume rm ${name}`,
+          );
+        }
+        return;
+      }
+      const record: VolumeRecord = { name, createdAt: new Date().toISOString(), spec, mountIds: [] };
+      if (spec.check) {
+        const log = this.deps.log.child({ volume: name });
+        const target = await toSshTarget(spec, { sshDir: this.deps.sshDir });
+        const seen = await (this.deps.probe ?? probeRemote)(target, { mkdir: spec.mkdir }, (m) => log.warn(m));
+        record.remoteRealPath = seen.realPath;
+        if (spec.strictHostKeyChecking === 'accept-new' && !spec.hostKey) {
+          record.pinnedHostKey = seen.hostKey;
+          log.info({ hostKey: seen.hostKey }, 'pinned host key seen at create');
+        }
+      }
+      this.volumes.set(name, this.makeVolume(record));
+      await this.save();
+    });
+  }
+
+  async remove(req: RemoveRequest): Promise<void> {
+    const name = checkName(req.Name);
+    await this.withLock(name, async () => {
+      const v = this.volumes.get(name);
+      if (!v) {
+        // Nothing to do; answering success keeps `docker volume rm` usable after a state file was set aside.
+        this.deps.log.info({ volume: name }, 'remove of an unknown volume: nothing to do');
+        return;
+      }
+      const ids = v.mountIds;
+      if (ids.length > 0) {
+        throw new DriverError(
+          `volume ${name} is in use by ${ids.length} container mount(s) (mount IDs: ${ids.join(', ')}); ` +
+            `stop the containers using it first (docker ps -a --filter volume=${name})`,
+        );
+      }
+      this.volumes.delete(name);
+      await this.save();
+      // Only the local, empty mountpoint directory goes; remote data is never touched.
+      await v.removeMountpoint();
+    });
+  }
+
+  async mount(req: MountRequest): Promise<MountResponse> {
+    const name = checkName(req.Name);
+    const id = checkId(req.ID);
+    return this.withLock(name, async () => {
+      const v = this.mustGet(name);
+      try {
+        await v.mount(id);
+      } finally {
+        // A first-mount host key pin must be saved even if the mount then failed.
+        await this.save();
+      }
+      return { Mountpoint: v.mountpoint };
+    });
+  }
+
+  async unmount(req: UnmountRequest): Promise<void> {
+    const name = checkName(req.Name);
+    const id = checkId(req.ID);
+    await this.withLock(name, async () => {
+      const v = this.mustGet(name);
+      try {
+        await v.unmount(id);
+      } finally {
+        await this.save();
+      }
+    });
+  }
+
+  async path(req: PathRequest): Promise<PathResponse> {
+    const v = this.mustGet(checkName(req.Name));
+    return { Mountpoint: v.mountpoint };
+  }
+
+  async get(req: GetRequest): Promise<GetResponse> {
+    return { Volume: this.describe(this.mustGet(checkName(req.Name))) };
+  }
+
+  async list(): Promise<ListResponse> {
+    return { Volumes: [...this.volumes.values()].map((v) => this.describe(v)) };
+  }
+
+  capabilities(): CapabilitiesResponse {
+    // Each host mounts on its own; Docker must not assume a cluster-wide volume.
+    return { Capabilities: { Scope: 'local' } };
+  }
+
+  /** Remount volumes that containers still held when the daemon stopped. Runs after the socket listens. */
+  restoreAll(): Promise<void> {
+    const jobs = [...this.volumes.values()]
+      .filter((v) => v.mountIds.length > 0)
+      .map((v) => this.withLock(v.name, () => v.restore()).then(() => this.save()));
+    return Promise.allSettled(jobs).then(() => undefined);
+  }
+
+  /** Unmount every filesystem, keeping mount IDs so the next start restores them, and save. */
+  async shutdown(): Promise<void> {
+    await Promise.allSettled(
+      [...this.volumes.values()].map((v) =>
+        this.withLock(v.name, () => v.detach()).catch((e: Error) => v.log.error({ err: e.message }, 'unmount at shutdown failed')),
+      ),
+    );
+    await this.save();
+  }
+
+  private describe(v: Volume): ApiVolume {
+    return { Name: v.name, Mountpoint: v.mountpoint, CreatedAt: v.snapshot().createdAt, Status: v.status() };
+  }
+
+  private mustGet(name: string): Volume {
+    const v = this.volumes.get(name);
+    if (!v) throw new DriverError(`no such volume: ${name} (create it with docker volume create -d tsfs -o sshcmd=... ${name})`);
+    return v;
+  }
+
+  private makeVolume(r: VolumeRecord): Volume {
+    return new Volume(r, join(this.deps.mountRoot, r.name), {
+      mountFs: this.deps.mountFs,
+      sshDir: this.deps.sshDir,
+      log: this.deps.log,
+      ...(this.deps.probe && { probe: this.deps.probe }),
+    });
+  }
+
+  private save(): Promise<void> {
+    return this.deps.store.save({ version: STATE_VERSION, volumes: [...this.volumes.values()].map((v) => v.snapshot()) });
+  }
+
+  private withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(name) ?? Promise.resolve();
+    const cur = prev.then(fn);
+    const tail = cur.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.locks.set(name, tail);
+    void tail.then(() => {
+      if (this.locks.get(name) === tail) this.locks.delete(name);
+    });
+    return cur;
+  }
+}

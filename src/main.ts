@@ -1,0 +1,100 @@
+// Entrypoint: `node dist/main.js`. The socket listens first (dockerd gives a
+// plugin about 10 s to answer Plugin.Activate); remounting volumes that were
+// in use happens in the background afterwards.
+import { chmod, mkdir, unlink } from 'node:fs/promises';
+import type { Server } from 'node:http';
+import { dirname } from 'node:path';
+import type { Logger } from 'pino';
+import { makeApp } from './api/server';
+import { loadConfig, type Config } from './config';
+import { Driver } from './driver';
+import { mountSftpFs, type MountFs } from './fs/index';
+import { makeLogger } from './log';
+import { StateStore } from './state';
+
+export interface Daemon {
+  driver: Driver;
+  server: Server;
+  /** Settles when background restoring is done. */
+  restored: Promise<void>;
+  stop(): Promise<void>;
+}
+
+// Docker sends SIGKILL 10 s after SIGTERM; leave room to exit cleanly.
+const SHUTDOWN_BUDGET_MS = 8000;
+
+export async function startDaemon(config: Config, log: Logger, mountFs: MountFs = mountSftpFs): Promise<Daemon> {
+  await mkdir(dirname(config.socket), { recursive: true });
+  // A socket file left by a previous run makes listen() fail with EADDRINUSE.
+  await unlink(config.socket).then(
+    () => log.info({ socket: config.socket }, 'removed stale socket file'),
+    () => undefined,
+  );
+  const store = new StateStore(config.stateDir);
+  const { state, quarantined } = await store.load();
+  if (quarantined) {
+    log.error({ movedTo: quarantined.path, reason: quarantined.reason }, 'state file unreadable: moved it aside and started with no volumes');
+  }
+  const driver = new Driver({ mountRoot: config.mountRoot, sshDir: config.sshDir, store, log, mountFs }, state.volumes);
+  const server = makeApp(driver, log).listen(config.socket);
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', reject);
+  });
+  // dockerd runs as root; nobody else needs the socket.
+  await chmod(config.socket, 0o660).catch(() => undefined);
+  log.info({ socket: config.socket, volumes: state.volumes.length, stateDir: config.stateDir, mountRoot: config.mountRoot }, 'listening');
+  await mkdir(config.mountRoot, { recursive: true, mode: 0o755 });
+  const restored = driver.restoreAll();
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      server.close();
+      server.closeAllConnections();
+      await driver.shutdown();
+      await unlink(config.socket).catch(() => undefined);
+    })());
+  return { driver, server, restored, stop };
+}
+
+/** Run the daemon from the environment; `mountFs` is replaceable only for tests' marker mounter. */
+export async function main(mountFs: MountFs = mountSftpFs): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (e) {
+    process.stderr.write(`tsfs: ${(e as Error).message}\n`);
+    process.exit(2);
+  }
+  const log = makeLogger(config.logLevel);
+  let daemon: Daemon;
+  try {
+    daemon = await startDaemon(config, log, mountFs);
+  } catch (e) {
+    log.fatal({ err: (e as Error).message }, 'cannot start');
+    process.exit(1);
+  }
+  const onSignal = (signal: string) => {
+    log.info({ signal }, 'shutting down: unmounting volumes and saving state');
+    const timer = setTimeout(() => {
+      log.error({ budgetMs: SHUTDOWN_BUDGET_MS }, 'shutdown took too long; exiting anyway');
+      process.exit(1);
+    }, SHUTDOWN_BUDGET_MS);
+    timer.unref();
+    daemon.stop().then(
+      () => {
+        log.info('stopped');
+        process.exit(0);
+      },
+      (e: Error) => {
+        log.error({ err: e.message }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => onSignal('SIGTERM'));
+  process.once('SIGINT', () => onSignal('SIGINT'));
+}
+
+if (require.main === module) void main();

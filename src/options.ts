@@ -1,0 +1,370 @@
+// Volume options (`docker volume create -o k=v`) -> a typed VolumeSpec.
+// Nothing from Opts ever reaches a command line: every key is matched against
+// a fixed table, unknown keys are refused with the list of valid ones, and
+// keys that would run a program are refused as unsafe. vieux/sshfs's option
+// lines keep working or get an error naming the tsfs equivalent.
+import { readFile } from 'node:fs/promises';
+import { isAbsolute, join } from 'node:path';
+import { z } from 'zod';
+import type { SshTarget } from './sftp/target';
+
+export const MAX_VALUE_BYTES = 4096;
+const MAX_OPTIONS = 64;
+
+/** What a volume was created with; stored in the state file, so plain JSON. */
+export const VolumeSpecSchema = z.object({
+  host: z.string(),
+  port: z.number().int(),
+  username: z.string(),
+  remotePath: z.string(),
+  password: z.string().optional(),
+  passwordFile: z.string().optional(),
+  identityFile: z.string().optional(),
+  passphrase: z.string().optional(),
+  hostKey: z.string().optional(),
+  strictHostKeyChecking: z.enum(['yes', 'accept-new', 'no']),
+  uid: z.number().int().optional(),
+  gid: z.number().int().optional(),
+  umask: z.number().int().optional(),
+  allowOther: z.boolean(),
+  readOnly: z.boolean(),
+  mkdir: z.boolean(),
+  check: z.boolean(),
+  cacheTimeout: z.number(),
+  reconnectTimeout: z.number(),
+  serverAliveInterval: z.number(),
+  serverAliveCountMax: z.number().int(),
+  connectTimeout: z.number(),
+  /** Options accepted for compatibility but without effect, shown in Status. */
+  notes: z.array(z.string()),
+});
+export type VolumeSpec = z.infer<typeof VolumeSpecSchema>;
+
+export class OptionsError extends Error {
+  override name = 'OptionsError';
+}
+
+// Keys are matched case-insensitively with `_` and `-` ignored, the way
+// ssh_config treats its keywords: IdentityFile, identity_file, identityfile.
+const norm = (k: string) => k.toLowerCase().replace(/[_-]/g, '');
+
+/** Canonical option names, as documented in docs/options.md. */
+export const VALID_OPTIONS = [
+  'sshcmd', 'port', 'password', 'password_file', 'IdentityFile', 'passphrase', 'host_key',
+  'StrictHostKeyChecking', 'uid', 'gid', 'umask', 'allow_other', 'ro', 'rw', 'mkdir', 'check',
+  'cache_timeout', 'reconnect_timeout', 'ServerAliveInterval', 'ServerAliveCountMax', 'ConnectTimeout',
+  'reconnect', 'Compression', 'cache', 'workaround', 'debug',
+] as const;
+const CANONICAL = new Map<string, string>(VALID_OPTIONS.map((k) => [norm(k), k]));
+
+const SECRET = new Set(['password', 'passphrase']);
+
+const UNSAFE: Record<string, string> = {
+  sshcommand: 'it names a program to run',
+  proxycommand: 'it runs a shell command to reach the host',
+  proxyjump: 'it starts further ssh connections through other hosts',
+  localcommand: 'it runs a command on the plugin host',
+  permitlocalcommand: 'it enables running local commands',
+  remotecommand: 'it runs a command on the server instead of SFTP',
+  knownhostscommand: 'it runs a command to find host keys (use -o host_key=SHA256:... instead)',
+  sftpserver: 'it names a program to run on the server',
+  directport: 'it bypasses ssh and its authentication (use -o port= for the ssh port)',
+  slave: 'it runs sftp over the plugin\'s stdin/stdout',
+  passive: 'it runs sftp over the plugin\'s stdin/stdout',
+  controlpath: 'it shares connections through a socket other programs can use',
+  controlmaster: 'it shares connections through a socket other programs can use',
+  localforward: 'it opens network ports', remoteforward: 'it opens network ports', dynamicforward: 'it opens network ports',
+};
+
+const UNSUPPORTED: Record<string, string> = {
+  followsymlinks: 'tsfs shows symlinks as symlinks; point sshcmd at the real directory instead',
+  idmap: 'use -o uid=<n> -o gid=<n> to choose the owner files are shown with',
+  allowroot: 'use -o allow_other (the default), which lets every user, root included, use the mount',
+  userknownhostsfile: 'pin the server key with -o host_key=SHA256:... (ssh-keygen -lf <host key>.pub prints it)',
+  ciphers: 'tsfs negotiates AES-GCM/ChaCha20 itself',
+  sshfssync: 'tsfs writes through to the server already',
+};
+
+// ---- value parsers ---------------------------------------------------------
+
+const TRUE = new Set(['', 'yes', 'true', '1', 'on']);
+const FALSE = new Set(['no', 'false', '0', 'off']);
+const bool = z.string().transform((s, ctx) => {
+  const v = s.trim().toLowerCase();
+  if (TRUE.has(v)) return true;
+  if (FALSE.has(v)) return false;
+  ctx.addIssue({ code: 'custom', message: 'must be yes/no, true/false, 1/0, on/off, or empty (= yes)' });
+  return z.NEVER;
+});
+const int = (min: number, max: number, unit = '') =>
+  z.string().transform((s, ctx) => {
+    const t = s.trim();
+    const n = /^\d{1,10}$/.test(t) ? Number(t) : NaN;
+    if (!(n >= min && n <= max)) {
+      ctx.addIssue({ code: 'custom', message: `must be a whole number from ${min} to ${max}${unit}` });
+      return z.NEVER;
+    }
+    return n;
+  });
+const seconds = (max: number) =>
+  z.string().transform((s, ctx) => {
+    const t = s.trim();
+    const n = /^\d{1,6}(\.\d{1,3})?$/.test(t) ? Number(t) : NaN;
+    if (!(n >= 0 && n <= max)) {
+      ctx.addIssue({ code: 'custom', message: `must be a number of seconds from 0 to ${max}` });
+      return z.NEVER;
+    }
+    return n;
+  });
+const octal = z.string().transform((s, ctx) => {
+  const t = s.trim();
+  if (!/^[0-7]{1,4}$/.test(t) || parseInt(t, 8) > 0o777) {
+    ctx.addIssue({ code: 'custom', message: 'must be octal permission bits, e.g. 022 or 0077' });
+    return z.NEVER;
+  }
+  return parseInt(t, 8);
+});
+const keyPath = z.string().refine((p) => isAbsolute(p) && !p.split('/').includes('..'), {
+  message: 'must be an absolute path inside the plugin, e.g. /root/.ssh/id_ed25519 (sshkey.source is mounted at /root/.ssh)',
+});
+
+export interface SshCmd {
+  username: string;
+  host: string;
+  remotePath: string;
+}
+
+const HOSTNAME = /^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$/;
+const USERNAME = /^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,63}$/;
+
+/** `[user@]host:[path]`, `[user@][v6addr]:[path]`; user defaults to root, empty path = login dir. */
+export function parseSshcmd(s: string): SshCmd | string {
+  const shape = 'sshcmd must look like [user@]host:[path], e.g. sshcmd=user@files.example:/srv/data or sshcmd=[::1]:/data';
+  let rest = s;
+  let username = 'root';
+  // The user ends at the last '@' before the host part (paths may contain '@').
+  const hostStart = rest.search(/[:[]/);
+  const at = rest.lastIndexOf('@', hostStart === -1 ? rest.length : hostStart);
+  if (at > 0) {
+    username = rest.slice(0, at);
+    rest = rest.slice(at + 1);
+  } else if (at === 0) return `${shape} (the user before @ is empty)`;
+  if (!USERNAME.test(username)) return `${shape} (user "${username.slice(0, 64)}" is not a valid user name)`;
+  let host: string;
+  if (rest.startsWith('[')) {
+    const end = rest.indexOf(']');
+    if (end < 0 || rest[end + 1] !== ':') return shape;
+    host = rest.slice(1, end);
+    if (!/^[0-9A-Fa-f:.]+(%[A-Za-z0-9]+)?$/.test(host) || !host.includes(':')) return `${shape} ("${host.slice(0, 64)}" is not an IPv6 address)`;
+    rest = rest.slice(end + 2);
+  } else {
+    const colon = rest.indexOf(':');
+    if (colon < 0) return `${shape} (the ":" after the host is missing; use host: for the login directory)`;
+    host = rest.slice(0, colon);
+    if (!HOSTNAME.test(host)) return `${shape} (host "${host.slice(0, 64)}" is not a valid host name)`;
+    rest = rest.slice(colon + 1);
+  }
+  // eslint-disable-next-line no-control-regex
+  if (/[\x00-\x1f\x7f]/.test(rest)) return `${shape} (the path contains control characters)`;
+  return { username, host, remotePath: rest };
+}
+
+const sshcmd = z.string().transform((s, ctx) => {
+  const r = parseSshcmd(s.trim());
+  if (typeof r === 'string') {
+    ctx.addIssue({ code: 'custom', message: r });
+    return z.NEVER;
+  }
+  return r;
+});
+
+const FP = /^SHA256:[A-Za-z0-9+/]{43}$/;
+
+// One entry per canonical option; every value arrives as a string.
+const OptsSchema = z
+  .object({
+    sshcmd: sshcmd,
+    port: int(1, 65535).optional(),
+    password: z.string().min(1, 'must not be empty').optional(),
+    password_file: keyPath.optional(),
+    IdentityFile: keyPath.optional(),
+    passphrase: z.string().optional(),
+    host_key: z
+      .string()
+      .transform((s) => s.trim())
+      .refine((s) => FP.test(s), { message: 'must be a SHA256 fingerprint as `ssh-keygen -lf key.pub` prints it, e.g. SHA256:' + 'x'.repeat(43) })
+      .optional(),
+    StrictHostKeyChecking: z
+      .string()
+      .transform((s) => s.trim().toLowerCase())
+      .transform((s) => (s === 'off' ? 'no' : s))
+      .pipe(z.enum(['yes', 'accept-new', 'no'], { message: 'must be yes, accept-new or no' }))
+      .optional(),
+    uid: int(0, 4294967294).optional(),
+    gid: int(0, 4294967294).optional(),
+    umask: octal.optional(),
+    allow_other: bool.optional(),
+    ro: bool.optional(),
+    rw: bool.optional(),
+    mkdir: bool.optional(),
+    check: bool.optional(),
+    cache_timeout: seconds(86400).optional(),
+    reconnect_timeout: seconds(86400).optional(),
+    ServerAliveInterval: seconds(86400).optional(),
+    ServerAliveCountMax: int(1, 1000).optional(),
+    ConnectTimeout: seconds(600).optional(),
+    reconnect: bool.optional(),
+    Compression: bool.optional(),
+    cache: bool.optional(),
+    workaround: z.string().optional(),
+    debug: bool.optional(),
+  })
+  .strict();
+
+/**
+ * Validate Docker's `Opts` (untrusted: any JSON) into a VolumeSpec.
+ * Throws OptionsError with a message for the user; secret values are never echoed.
+ */
+export function parseOptions(opts: unknown): VolumeSpec {
+  if (opts === undefined || opts === null) opts = {};
+  if (typeof opts !== 'object' || Array.isArray(opts)) throw new OptionsError('Opts must be an object of option=value strings');
+  const entries = Object.entries(opts as Record<string, unknown>);
+  if (entries.length > MAX_OPTIONS) throw new OptionsError(`too many options (${entries.length}; at most ${MAX_OPTIONS})`);
+  const canon: Record<string, string> = {};
+  const given: Record<string, string> = {};
+  for (const [key, value] of entries) {
+    const shownKey = key.length > 64 ? key.slice(0, 64) + '...' : key;
+    const n = norm(key);
+    if (UNSAFE[n]) throw new OptionsError(`option ${shownKey} is refused as unsafe: ${UNSAFE[n]}. tsfs speaks SFTP itself and never runs commands`);
+    if (UNSUPPORTED[n]) throw new OptionsError(`option ${shownKey} is not supported: ${UNSUPPORTED[n]}`);
+    const c = CANONICAL.get(n);
+    if (!c) throw new OptionsError(`unknown option ${JSON.stringify(shownKey)}; valid options: ${VALID_OPTIONS.join(', ')} (see docs/options.md)`);
+    if (typeof value !== 'string') throw new OptionsError(`option ${c} must be a string value, got ${value === null ? 'null' : Array.isArray(value) ? 'array' : typeof value}`);
+    if (Buffer.byteLength(value) > MAX_VALUE_BYTES) throw new OptionsError(`option ${c} is too long (more than ${MAX_VALUE_BYTES} bytes)`);
+    if (value.includes('\0')) throw new OptionsError(`option ${c} contains a NUL character`);
+    if (c in canon) throw new OptionsError(`option ${c} is given twice (as ${given[c]} and ${shownKey})`);
+    canon[c] = value;
+    given[c] = shownKey;
+  }
+  if (canon.sshcmd === undefined) {
+    throw new OptionsError('missing required option sshcmd: docker volume create -d tsfs -o sshcmd=user@host:/path [-o IdentityFile=/root/.ssh/key | -o password=...] <name>');
+  }
+  const r = OptsSchema.safeParse(canon);
+  if (!r.success) {
+    const msgs = r.error.issues.map((i) => {
+      const c = String(i.path[0] ?? '');
+      const shown = SECRET.has(c) || c === '' || c === 'sshcmd' ? '' : ` (got ${JSON.stringify(canon[c]?.slice(0, 64))})`;
+      return `option ${given[c] ?? c}: ${i.message}${shown}`;
+    });
+    throw new OptionsError(msgs.join('; '));
+  }
+  const o = r.data;
+  const notes: string[] = [];
+  if (o.Compression !== undefined) notes.push('Compression is ignored: tsfs does not compress (it costs CPU on fast links)');
+  if (o.reconnect === false) notes.push('reconnect=no is ignored: tsfs always reconnects');
+  if (o.workaround !== undefined) notes.push('workaround is ignored: tsfs uses the server\'s posix-rename and fsync extensions when offered');
+  if (o.debug) notes.push('debug is ignored per volume: set LOG_LEVEL=debug on the plugin (docker plugin set tsfs LOG_LEVEL=debug)');
+  if (o.ro !== undefined && o.rw !== undefined && o.ro === o.rw) throw new OptionsError('options ro and rw contradict each other');
+  if (o.password !== undefined && o.password_file !== undefined) throw new OptionsError('give either password or password_file, not both');
+  const strict = o.StrictHostKeyChecking ?? 'accept-new';
+  if (strict === 'yes' && !o.host_key) {
+    throw new OptionsError('StrictHostKeyChecking=yes needs the server key pinned: add -o host_key=SHA256:... (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the server prints it), or use StrictHostKeyChecking=accept-new to pin the key seen at create');
+  }
+  return {
+    host: o.sshcmd.host,
+    port: o.port ?? 22,
+    username: o.sshcmd.username,
+    remotePath: o.sshcmd.remotePath,
+    ...(o.password !== undefined && { password: o.password }),
+    ...(o.password_file !== undefined && { passwordFile: o.password_file }),
+    ...(o.IdentityFile !== undefined && { identityFile: o.IdentityFile }),
+    ...(o.passphrase !== undefined && { passphrase: o.passphrase }),
+    ...(o.host_key !== undefined && { hostKey: o.host_key }),
+    strictHostKeyChecking: strict,
+    ...(o.uid !== undefined && { uid: o.uid }),
+    ...(o.gid !== undefined && { gid: o.gid }),
+    ...(o.umask !== undefined && { umask: o.umask }),
+    allowOther: o.allow_other ?? true,
+    readOnly: o.ro ?? (o.rw === undefined ? false : !o.rw),
+    mkdir: o.mkdir ?? false,
+    check: o.check ?? true,
+    // sshfs's cache=no disables attribute/dir caching; map it onto the timeout.
+    cacheTimeout: o.cache === false ? 0 : (o.cache_timeout ?? 20),
+    reconnectTimeout: o.reconnect_timeout ?? 60,
+    serverAliveInterval: o.ServerAliveInterval ?? 15,
+    serverAliveCountMax: o.ServerAliveCountMax ?? 3,
+    connectTimeout: o.ConnectTimeout ?? 15,
+    notes,
+  };
+}
+
+/** Names of the settings that differ between two specs (never their values: some are secrets). */
+export function specDifferences(a: VolumeSpec, b: VolumeSpec): string[] {
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]) as Set<keyof VolumeSpec>;
+  return [...keys].filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k])).sort();
+}
+
+/** `user@host:port:/path`, for Status and logs; carries no secret. */
+export function describeRemote(s: Pick<VolumeSpec, 'username' | 'host' | 'port' | 'remotePath'>): string {
+  const host = s.host.includes(':') ? `[${s.host}]` : s.host;
+  return `${s.username}@${host}:${s.port}:${s.remotePath}`;
+}
+
+export interface TargetContext {
+  /** Directory searched for default keys (TSFS_SSH_DIR). */
+  sshDir: string;
+  /** Host key pinned at Create (accept-new), used when the spec has none. */
+  pinnedHostKey?: string;
+}
+
+// OpenSSH's default identity order.
+const DEFAULT_KEYS = ['id_ed25519', 'id_ecdsa', 'id_rsa'];
+
+/**
+ * The SshTarget for a spec. Key material and password_file are read here, at
+ * each Create/Mount, so they live only in memory and never in the state file.
+ */
+export async function toSshTarget(spec: VolumeSpec, ctx: TargetContext): Promise<SshTarget> {
+  let privateKey: Buffer | undefined;
+  let identityFile: string | undefined;
+  if (spec.identityFile) {
+    identityFile = spec.identityFile;
+    privateKey = await readFile(spec.identityFile).catch((e: NodeJS.ErrnoException) => {
+      throw new OptionsError(`cannot read IdentityFile ${spec.identityFile} (${e.code ?? e.message}): put the key in the directory mounted as sshkey.source (${ctx.sshDir} in the plugin)`);
+    });
+  } else {
+    for (const name of DEFAULT_KEYS) {
+      const p = join(ctx.sshDir, name);
+      const k = await readFile(p).catch(() => undefined);
+      if (k) {
+        privateKey = k;
+        identityFile = p;
+        break;
+      }
+    }
+  }
+  let password = spec.password;
+  if (spec.passwordFile) {
+    password = await readFile(spec.passwordFile, 'utf8').then(
+      (s) => s.replace(/\r?\n$/, ''),
+      (e: NodeJS.ErrnoException) => {
+        throw new OptionsError(`cannot read password_file ${spec.passwordFile} (${e.code ?? e.message}): the file must be readable inside the plugin, e.g. under ${ctx.sshDir}`);
+      },
+    );
+  }
+  const hostKey = spec.hostKey ?? ctx.pinnedHostKey;
+  return {
+    host: spec.host,
+    port: spec.port,
+    username: spec.username,
+    remotePath: spec.remotePath,
+    ...(password !== undefined && { password }),
+    ...(privateKey && { privateKey, identityFile }),
+    ...(spec.passphrase !== undefined && { passphrase: spec.passphrase }),
+    ...(hostKey && { hostKey }),
+    strictHostKeyChecking: spec.strictHostKeyChecking,
+    keepaliveInterval: spec.serverAliveInterval * 1000,
+    keepaliveCountMax: spec.serverAliveCountMax,
+    connectTimeout: spec.connectTimeout * 1000,
+  };
+}

@@ -1,0 +1,77 @@
+// Create-time check of a volume's remote: connect, verify the host key,
+// authenticate, make sure the directory exists (or create it with -o mkdir)
+// and resolve it. Errors name the host, port and what failed.
+import type { SFTPWrapper, Stats } from 'ssh2';
+import { ConnectError, connectSsh } from './connect';
+import { describeTarget, type SshTarget } from './target';
+
+export interface ProbeResult {
+  /** Fingerprint of the host key the server presented. */
+  hostKey: string;
+  /** Absolute path of the remote directory. */
+  realPath: string;
+}
+
+// SFTP status codes (draft-ietf-secsh-filexfer-02 section 7).
+const NO_SUCH_FILE = 2;
+const PERMISSION_DENIED = 3;
+
+const call = <T>(fn: (cb: (err: (Error & { code?: number }) | null | undefined, v: T) => void) => void) =>
+  new Promise<T>((resolve, reject) => fn((err, v) => (err ? reject(err) : resolve(v))));
+
+export async function probeRemote(target: SshTarget, opts: { mkdir: boolean }, onWarn?: (m: string) => void): Promise<ProbeResult> {
+  const link = await connectSsh(target, onWarn);
+  try {
+    const sftp = await link.openSftp();
+    const where = describeTarget(target);
+    const dir = target.remotePath === '' ? '.' : target.remotePath;
+    const explain = (e: Error & { code?: number }, what: string, path: string) => {
+      if (e.code === NO_SUCH_FILE) {
+        return new ConnectError(
+          `remote directory ${path} does not exist on ${where}: create it, or add -o mkdir to create it at volume create`,
+          'no-such-directory',
+        );
+      }
+      if (e.code === PERMISSION_DENIED) {
+        return new ConnectError(`permission denied to ${what} ${path} on ${where} as ${target.username}: fix the directory's permissions or use another user`, 'permission-denied');
+      }
+      return new ConnectError(`cannot ${what} ${path} on ${where}: ${e.message}`, 'network');
+    };
+    if (opts.mkdir) await mkdirP(sftp, dir, explain);
+    let st: Stats;
+    try {
+      st = await call<Stats>((cb) => sftp.stat(dir, cb));
+    } catch (e) {
+      throw explain(e as Error & { code?: number }, 'stat', dir);
+    }
+    if (!st.isDirectory()) throw new ConnectError(`remote path ${dir} on ${where} is not a directory: point sshcmd at a directory`, 'not-a-directory');
+    let realPath: string;
+    try {
+      realPath = await call<string>((cb) => sftp.realpath(dir, cb));
+    } catch (e) {
+      throw explain(e as Error & { code?: number }, 'resolve', dir);
+    }
+    return { hostKey: link.hostKey, realPath };
+  } finally {
+    link.close();
+  }
+}
+
+type Explain = (e: Error & { code?: number }, what: string, path: string) => Error;
+
+/** `mkdir -p` over SFTP: create each missing component, tolerate ones that exist. */
+async function mkdirP(sftp: SFTPWrapper, dir: string, explain: Explain): Promise<void> {
+  const abs = dir.startsWith('/');
+  const parts = dir.split('/').filter((p) => p !== '' && p !== '.');
+  let cur = abs ? '' : '.';
+  for (const p of parts) {
+    cur = abs ? `${cur}/${p}` : `${cur}/${p}`;
+    try {
+      await call<void>((cb) => sftp.mkdir(cur, (err) => cb(err, undefined)));
+    } catch (e) {
+      // Already there (servers answer FAILURE, not a specific code): verified by the stat that follows.
+      const exists = await call<Stats>((cb) => sftp.stat(cur, cb)).then(() => true, () => false);
+      if (!exists) throw explain(e as Error & { code?: number }, 'create directory', cur);
+    }
+  }
+}
