@@ -6,6 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { z } from 'zod';
+import { utils } from 'ssh2';
 import type { SshTarget } from './sftp/target';
 
 export const MAX_VALUE_BYTES = 4096;
@@ -336,7 +337,9 @@ export async function toSshTarget(spec: VolumeSpec, ctx: TargetContext): Promise
     for (const name of DEFAULT_KEYS) {
       const p = join(ctx.sshDir, name);
       const k = await readFile(p).catch(() => undefined);
-      if (k) {
+      // A default key that cannot be used (garbage, wrong passphrase) is
+      // skipped, as ssh does, so that e.g. -o password= still works.
+      if (k && !(utils.parseKey(k, spec.passphrase) instanceof Error)) {
         privateKey = k;
         identityFile = p;
         break;
