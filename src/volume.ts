@@ -123,11 +123,12 @@ export class Volume {
 
   private async attach(): Promise<void> {
     try {
-      await mkdir(this.mountpoint, { recursive: true, mode: 0o755 });
+      // Before mkdir: on a dead FUSE mount even mkdir -p fails with ENOTCONN.
       if (await isStaleMount(this.mountpoint)) {
         this.log.warn({ mountpoint: this.mountpoint }, 'stale FUSE mount found (Transport endpoint is not connected): detaching it lazily');
         await lazyUnmount(this.mountpoint, this.log);
       }
+      await mkdir(this.mountpoint, { recursive: true, mode: 0o755 });
       const spec = this.record.spec;
       let target = await toSshTarget(spec, { sshDir: this.deps.sshDir, pinnedHostKey: this.record.pinnedHostKey });
       if (spec.strictHostKeyChecking === 'accept-new' && !target.hostKey) {

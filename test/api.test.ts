@@ -5,7 +5,7 @@
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { removeDist, startDaemon, type DaemonProc } from './helpers/daemon';
+import { removeDaemonDir, removeDist, startDaemon, type DaemonProc } from './helpers/daemon';
 
 const HOST_KEY = 'SHA256:' + 'A'.repeat(43);
 const SECRET = 'pw-Api-Zq7-distinctive';
@@ -17,6 +17,7 @@ beforeAll(async () => {
 afterAll(async () => {
   const r = await d?.stop();
   expect(r?.code).toBe(0);
+  if (d) removeDaemonDir(d.dir);
   removeDist();
 });
 

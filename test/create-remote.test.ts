@@ -4,7 +4,7 @@
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { removeDist, startDaemon, type DaemonProc } from './helpers/daemon';
+import { removeDaemonDir, removeDist, startDaemon, type DaemonProc } from './helpers/daemon';
 import { freePort, removeSshdDir, startSshd, type Sshd } from './helpers/sshd';
 
 let sshd: Sshd;
@@ -16,6 +16,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await d?.stop();
+  if (d) removeDaemonDir(d.dir);
   await sshd?.stop();
   if (sshd) removeSshdDir(sshd);
   removeDist();

@@ -3,7 +3,7 @@
 // its unix socket exactly the way dockerd does: POST, JSON body, no
 // Content-Type, `Accept: application/vnd.docker.plugins.v1.2+json`.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -137,7 +137,10 @@ export async function startDaemon(o: DaemonOptions = {}): Promise<DaemonProc> {
   );
   let readyMs = -1;
   for (let i = 0; i < 400 && readyMs < 0; i++) {
-    if (proc.exitCode !== null) throw new Error(`daemon exited with ${proc.exitCode}: ${err}${out}`);
+    if (proc.exitCode !== null) {
+      if (!o.dir) rmSync(dir, { recursive: true, force: true });
+      throw new Error(`daemon exited with ${proc.exitCode}: ${err}${out}`);
+    }
     try {
       const a = await callSocket(socket, '/Plugin.Activate');
       if (a.status === 200) readyMs = Date.now() - start;
@@ -160,4 +163,20 @@ export async function startDaemon(o: DaemonOptions = {}): Promise<DaemonProc> {
       return exited;
     },
   };
+}
+
+/**
+ * Delete a stopped daemon's temp dir, unless anything is still mounted under
+ * it: a recursive delete through a live SFTP mount would delete remote files.
+ */
+export function removeDaemonDir(dir: string): void {
+  const mounted = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4])
+    .filter((m) => m && (m === dir || m.startsWith(dir + '/')));
+  if (mounted.length > 0) {
+    process.stderr.write(`not removing ${dir}: still mounted: ${mounted.join(', ')}\n`);
+    return;
+  }
+  rmSync(dir, { recursive: true, force: true });
 }
