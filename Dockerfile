@@ -1,0 +1,40 @@
+# The rootfs of the tsfs managed plugin (see config.json and `make rootfs`).
+# No `# syntax=` line: the build must work with the legacy builder and without
+# a registry (`make offline-base` provides node:20-bookworm-slim locally).
+FROM node:20-bookworm-slim AS build
+# Native modules: ssh2's crypto binding, cpu-features and fuse-native compile
+# with node-gyp (python3, make, g++); fuse-native links libfuse.so.2.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 make g++ libfuse2 \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+# The whole (docker-ignored) tree in one copy: postinstall (patch-package and
+# any native rebuild from patched C) needs patches/ and scripts/ at `npm ci`
+# time, and those may come and go; a separate package*.json layer would cache
+# less than it breaks.
+COPY . .
+RUN npm ci --no-audit --no-fund \
+ && node -e "if (!require('ssh2/lib/protocol/crypto.js').bindingAvailable) { console.error('ssh2 native crypto binding did not build'); process.exit(1) }" \
+ && npm run build \
+ && npm prune --omit=dev --no-audit --no-fund \
+ && rm -rf src test bench tsconfig.json
+
+FROM node:20-bookworm-slim
+# libfuse2: fuse-native's binding loads libfuse.so.2 at run time. fuse (the
+# 2.x fusermount, ~100 kB): fuse-native's static Fuse.unmount shells out to
+# `fusermount -uz`, the way to drop a stale mount left by a killed daemon.
+# npm and the Node headers are build tools: the plugin only runs node.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libfuse2 fuse \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
+ && rm -rf /usr/local/lib/node_modules/npm /usr/local/bin/npm /usr/local/bin/npx /usr/local/include/node \
+ && mkdir -p /mnt/state /mnt/volumes /root/.ssh /run/docker/plugins \
+ && chmod 0700 /root/.ssh
+WORKDIR /app
+COPY --from=build /app/package.json /app/package.json
+COPY --from=build /app/node_modules /app/node_modules
+COPY --from=build /app/dist /app/dist
+ENV NODE_ENV=production
+# The daemon handles SIGTERM (unmounts, saves state) and reaps its children.
+CMD ["node", "/app/dist/main.js"]
