@@ -51,7 +51,8 @@ export async function startDaemon(config: Config, log: Logger, mountFs: MountFs 
   const stop = () =>
     (stopping ??= (async () => {
       server.close();
-      server.closeAllConnections();
+      // In-flight requests (a Mount mid-connect) may finish; idle keep-alive connections go now.
+      server.closeIdleConnections();
       await driver.shutdown();
       await unlink(config.socket).catch(() => undefined);
     })());

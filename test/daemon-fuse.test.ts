@@ -1,0 +1,80 @@
+// The production daemon (`node dist/main.js`, the real SFTP filesystem from
+// src/fs) end to end against a real sshd: Mount gives a FUSE mount whose
+// files land in the server's directory, refcounted by mount IDs, unmounted on
+// SIGTERM and restored on restart. Skipped while src/fs is still the stub.
+import { readFileSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { removeDaemonDir, removeDist, startDaemon, type DaemonProc } from './helpers/daemon';
+import { removeSshdDir, startSshd, type Sshd } from './helpers/sshd';
+
+const stub = readFileSync(join(__dirname, '../src/fs/index.ts'), 'utf8').includes('the SFTP filesystem is not built yet');
+const SECRET = 'pw-Fuse-Zq7-distinctive';
+let sshd: Sshd;
+let d: DaemonProc;
+let dir: string;
+const isMounted = (p: string) => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === p);
+const status = async (Name: string) => ((await d.call('/VolumeDriver.Get', { Name })).json.Volume as { Status: Record<string, unknown> }).Status;
+
+describe.skipIf(stub)('production daemon with the SFTP filesystem', () => {
+  beforeAll(async () => {
+    sshd = await startSshd();
+    d = await startDaemon();
+    dir = d.dir;
+  });
+  afterAll(async () => {
+    await d?.stop();
+    if (d) removeDaemonDir(dir);
+    await sshd?.stop();
+    if (sshd) removeSshdDir(sshd);
+    removeDist();
+  });
+
+  it('Mount gives a working mount on the server directory, refcounted by mount IDs', async () => {
+    const Opts = { sshcmd: `root@${sshd.host}:${sshd.storeDir}`, port: String(sshd.port), IdentityFile: sshd.userKeyPath, passphrase: SECRET };
+    expect((await d.call('/VolumeDriver.Create', { Name: 'store', Opts })).json).toEqual({});
+    const m = await d.call('/VolumeDriver.Mount', { Name: 'store', ID: 'job-0' });
+    expect(m.json.Err).toBeUndefined();
+    const mp = m.json.Mountpoint as string;
+    expect(isMounted(mp)).toBe(true);
+    expect((await d.call('/VolumeDriver.Mount', { Name: 'store', ID: 'job-1' })).status).toBe(200);
+    await mkdir(join(mp, '0', 'model'), { recursive: true });
+    await writeFile(join(mp, '0', 'model', 'model.h5'), 'weights-0');
+    expect(readFileSync(join(sshd.storeDir, '0', 'model', 'model.h5'), 'utf8')).toBe('weights-0');
+    expect((await d.call('/VolumeDriver.Unmount', { Name: 'store', ID: 'job-0' })).status).toBe(200);
+    expect(await readFile(join(mp, '0', 'model', 'model.h5'), 'utf8')).toBe('weights-0');
+    expect(await status('store')).toMatchObject({ connection: 'connected', mounts: 1 });
+  });
+
+  it('SIGTERM unmounts and exits 0; a restart remounts the volume still in use', async () => {
+    const mp = join(d.mountRoot, 'store');
+    expect(await d.stop()).toEqual({ code: 0, signal: null });
+    expect(isMounted(mp)).toBe(false);
+    d = await startDaemon({ dir });
+    for (let i = 0; i < 200 && (await status('store')).connection !== 'connected'; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(isMounted(mp)).toBe(true);
+    expect(await readFile(join(mp, '0', 'model', 'model.h5'), 'utf8')).toBe('weights-0');
+    expect((await d.call('/VolumeDriver.Unmount', { Name: 'store', ID: 'job-1' })).status).toBe(200);
+    expect(isMounted(mp)).toBe(false);
+    expect((await d.call('/VolumeDriver.Remove', { Name: 'store' })).json).toEqual({});
+    expect(readFileSync(join(sshd.storeDir, '0', 'model', 'model.h5'), 'utf8')).toBe('weights-0');
+    expect(d.stdout()).not.toContain(SECRET);
+  });
+});
+
+describe.runIf(stub)('production daemon before the SFTP filesystem lands', () => {
+  it('Mount answers the stub error and records no mount ID', async () => {
+    d = await startDaemon();
+    try {
+      await d.call('/VolumeDriver.Create', { Name: 'early', Opts: { sshcmd: 'u@h:/p', check: 'false', host_key: 'SHA256:' + 'A'.repeat(43) } });
+      const m = await d.call('/VolumeDriver.Mount', { Name: 'early', ID: 'x' });
+      expect(m.json.Err).toMatch(/not built yet/);
+      expect(await status('early')).toMatchObject({ mounts: 0 });
+    } finally {
+      expect((await d.stop()).code).toBe(0);
+      removeDaemonDir(d.dir);
+      removeDist();
+    }
+  });
+});

@@ -1,0 +1,14 @@
+import { Writable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { makeLogger } from '../src/log';
+
+describe('log redaction (second line of defence behind never logging Opts)', () => {
+  it('censors secrets nested in logged objects', () => {
+    let out = '';
+    const sink = new Writable({ write: (c, _e, cb) => ((out += c.toString()), cb()) });
+    const log = makeLogger('info', sink);
+    log.info({ password: 'p1-Zq7', target: { passphrase: 'p2-Zq7', privateKey: 'p3-Zq7' }, req: { Opts: { password: 'p4-Zq7' } }, a: { b: { password: 'p5-Zq7' } } }, 'x');
+    expect(out).not.toMatch(/p\d-Zq7/);
+    expect(out).toContain('[redacted]');
+  });
+});
