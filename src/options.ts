@@ -299,10 +299,20 @@ export function parseOptions(opts: unknown): VolumeSpec {
   };
 }
 
-/** Names of the settings that differ between two specs (never their values: some are secrets). */
+// Spec fields back to the option a user typed, for messages.
+const OPTION_OF: Record<keyof VolumeSpec, string> = {
+  host: 'sshcmd', username: 'sshcmd', remotePath: 'sshcmd', port: 'port', password: 'password', passwordFile: 'password_file',
+  identityFile: 'IdentityFile', passphrase: 'passphrase', hostKey: 'host_key', strictHostKeyChecking: 'StrictHostKeyChecking',
+  uid: 'uid', gid: 'gid', umask: 'umask', allowOther: 'allow_other', readOnly: 'ro', mkdir: 'mkdir', check: 'check',
+  cacheTimeout: 'cache_timeout', reconnectTimeout: 'reconnect_timeout', serverAliveInterval: 'ServerAliveInterval',
+  serverAliveCountMax: 'ServerAliveCountMax', connectTimeout: 'ConnectTimeout', notes: 'Compression/workaround/debug/reconnect',
+};
+
+/** Option names whose settings differ between two specs (never their values: some are secrets). */
 export function specDifferences(a: VolumeSpec, b: VolumeSpec): string[] {
   const keys = new Set([...Object.keys(a), ...Object.keys(b)]) as Set<keyof VolumeSpec>;
-  return [...keys].filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k])).sort();
+  const differ = [...keys].filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]));
+  return [...new Set(differ.map((k) => OPTION_OF[k] ?? k))].sort();
 }
 
 /** `user@host:port:/path`, for Status and logs; carries no secret. */

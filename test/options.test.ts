@@ -3,7 +3,7 @@
 // the real daemon's socket in api.test.ts.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { OptionsError, parseOptions, parseSshcmd } from '../src/options';
+import { OptionsError, parseOptions, parseSshcmd, specDifferences } from '../src/options';
 
 const ok = (opts: Record<string, string>) => parseOptions(opts);
 const err = (opts: unknown): string => {
@@ -187,5 +187,14 @@ describe('secrets are never echoed in errors', () => {
       ),
       { numRuns: 500 },
     );
+  });
+});
+
+describe('specDifferences names options, not values', () => {
+  it('maps spec fields back to option names', () => {
+    const a = parseOptions({ sshcmd: 'u@h:/p', password: 'x1', cache_timeout: '5' });
+    const b = parseOptions({ sshcmd: 'u@h:/q', password: 'x2', ro: '' });
+    expect(specDifferences(a, b)).toEqual(['cache_timeout', 'password', 'ro', 'sshcmd']);
+    expect(specDifferences(a, parseOptions({ sshcmd: 'u@h:/p', password: 'x1', cache_timeout: '5' }))).toEqual([]);
   });
 });
