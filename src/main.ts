@@ -35,17 +35,18 @@ export async function startDaemon(config: Config, log: Logger, mountFs: MountFs 
   if (quarantined) {
     log.error({ movedTo: quarantined.path, reason: quarantined.reason }, 'state file unreadable: moved it aside and started with no volumes');
   }
+  await mkdir(config.mountRoot, { recursive: true, mode: 0o755 });
   const driver = new Driver({ mountRoot: config.mountRoot, sshDir: config.sshDir, store, log, mountFs }, state.volumes);
   const server = makeApp(driver, log).listen(config.socket);
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
     server.once('error', reject);
   });
+  // Queued before any request can be served, so a Mount that arrives now waits behind its volume's restore.
+  const restored = driver.restoreAll();
   // dockerd runs as root; nobody else needs the socket.
   await chmod(config.socket, 0o660).catch(() => undefined);
   log.info({ socket: config.socket, volumes: state.volumes.length, stateDir: config.stateDir, mountRoot: config.mountRoot }, 'listening');
-  await mkdir(config.mountRoot, { recursive: true, mode: 0o755 });
-  const restored = driver.restoreAll();
 
   let stopping: Promise<void> | undefined;
   const stop = () =>

@@ -24,6 +24,7 @@ export class Volume {
   private fs?: MountedFs;
   private readonly ids: Set<string>;
   private lastError?: string;
+  private restoring = false;
   readonly log: Logger;
 
   constructor(
@@ -73,11 +74,14 @@ export class Volume {
   /** After a daemon restart: remount if containers still hold the volume. Failure is kept for Status; the IDs stay. */
   async restore(): Promise<void> {
     if (this.ids.size === 0 || this.fs) return;
+    this.restoring = true;
     try {
       await this.attach();
       this.log.info({ mounts: this.ids.size }, 'restored mount after restart');
     } catch (e) {
       this.log.error({ err: (e as Error).message, mounts: this.ids.size }, 'could not restore mount after restart; the next Mount retries');
+    } finally {
+      this.restoring = false;
     }
   }
 
@@ -112,7 +116,7 @@ export class Volume {
     return {
       remote: describeRemote(spec),
       ...(this.record.remoteRealPath && { remote_realpath: this.record.remoteRealPath }),
-      connection: this.fs ? this.fs.linkState : this.ids.size > 0 ? 'not mounted (restore failed)' : 'unmounted',
+      connection: this.fs ? this.fs.linkState : this.restoring ? 'restoring' : this.ids.size > 0 ? 'not mounted (mount failed)' : 'unmounted',
       ...(this.lastError && { last_error: this.lastError }),
       mounts: this.ids.size,
       host_key: hostKey ?? (spec.strictHostKeyChecking === 'no' ? 'not checked (StrictHostKeyChecking=no)' : 'pinned at first connection'),

@@ -47,6 +47,12 @@ describe('handshake', () => {
   it('the socket is not world-accessible', () => {
     expect(statSync(d.socket).mode & 0o007).toBe(0);
   });
+  it('reads the JSON body whatever Content-Type a client sends', async () => {
+    for (const ct of ['application/json', 'text/plain', 'application/x-www-form-urlencoded', 'application/octet-stream']) {
+      const a = await d.call('/VolumeDriver.Get', { Name: 'no-such' }, { headers: { 'Content-Type': ct } });
+      expect(a.json.Err).toMatch(/no such volume: no-such/);
+    }
+  });
   it('unknown endpoints and methods get 404 with Err', async () => {
     const a = await d.call('/VolumeDriver.Frobnicate', {});
     expect(a.status).toBe(404);

@@ -78,6 +78,24 @@ describe('restart', () => {
     expect(existsSync(marker('inuse'))).toBe(false);
   });
 
+  it('a Mount that arrives while the restore is in flight waits for it instead of mounting twice', async () => {
+    expect((await call('/VolumeDriver.Mount', { Name: 'inuse', ID: 'r1' })).status).toBe(200);
+    const mountsBefore = readFileSync(d.markerLog, 'utf8').split('\n').filter((l) => l.startsWith('mount ')).length;
+    const gate = join(dir, 'gate');
+    await restart({ TSFS_MARKER_GATE: gate });
+    expect((await status('inuse')).connection).toBe('restoring');
+    const pending = call('/VolumeDriver.Mount', { Name: 'inuse', ID: 'r2' });
+    writeFileSync(gate, '');
+    const m = await pending;
+    expect(m.status).toBe(200);
+    expect(existsSync(marker('inuse'))).toBe(true);
+    expect(await status('inuse')).toMatchObject({ connection: 'connected', mounts: 2 });
+    const mounts = readFileSync(d.markerLog, 'utf8').split('\n').filter((l) => l.startsWith('mount ')).length;
+    expect(mounts - mountsBefore).toBe(1);
+    for (const ID of ['r1', 'r2']) expect((await call('/VolumeDriver.Unmount', { Name: 'inuse', ID })).status).toBe(200);
+    expect(existsSync(marker('inuse'))).toBe(false);
+  });
+
   it('state file is 0600 in a 0700 directory, versioned', () => {
     expect(statSync(d.stateDir).mode & 0o777).toBe(0o700);
     const f = join(d.stateDir, 'tsfs.json');

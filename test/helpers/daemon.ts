@@ -64,11 +64,18 @@ export interface DaemonProc {
   logLines(): Record<string, unknown>[];
   /** Milliseconds from spawn until Plugin.Activate first answered. */
   readyMs: number;
-  call(endpoint: string, body?: unknown, opts?: { raw?: boolean; method?: string }): Promise<Answer>;
+  call(endpoint: string, body?: unknown, opts?: CallOptions): Promise<Answer>;
   stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-export function callSocket(socket: string, endpoint: string, body?: unknown, opts: { raw?: boolean; method?: string } = {}): Promise<Answer> {
+export interface CallOptions {
+  /** Send body as given (string/Buffer) instead of JSON-encoding it. */
+  raw?: boolean;
+  method?: string;
+  headers?: Record<string, string>;
+}
+
+export function callSocket(socket: string, endpoint: string, body?: unknown, opts: CallOptions = {}): Promise<Answer> {
   const payload = body === undefined ? Buffer.alloc(0) : opts.raw ? Buffer.from(body as string | Buffer) : Buffer.from(JSON.stringify(body));
   return new Promise((resolveP, reject) => {
     let answered = false;
@@ -77,7 +84,7 @@ export function callSocket(socket: string, endpoint: string, body?: unknown, opt
         socketPath: socket,
         method: opts.method ?? 'POST',
         path: endpoint,
-        headers: { Accept: 'application/vnd.docker.plugins.v1.2+json', 'Content-Length': payload.length },
+        headers: { Accept: 'application/vnd.docker.plugins.v1.2+json', 'Content-Length': payload.length, ...opts.headers },
       },
       (res) => {
         answered = true;
