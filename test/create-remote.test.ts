@@ -5,6 +5,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSyn
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { removeDaemonDir, removeDist, startDaemon, type DaemonProc } from './helpers/daemon';
+import { startProxy } from './helpers/proxy';
 import { freePort, removeSshdDir, startSshd, type Sshd } from './helpers/sshd';
 
 let sshd: Sshd;
@@ -101,6 +102,17 @@ describe('Create against a real sshd', () => {
     const port = await freePort();
     const a = await create('refused', { ...base(), port: String(port) });
     expect(a.json.Err).toBe(`connection to ${sshd.host}:${port} refused: is sshd running there, and is the port right (-o port=)?`);
+  });
+
+  it('a server that never answers: says timed out, with host, port and the time waited', async () => {
+    const proxy = await startProxy(sshd.port);
+    try {
+      proxy.stall(true);
+      const a = await create('stalled', { ...base(), port: String(proxy.port), ConnectTimeout: '1' });
+      expect(a.json.Err).toBe(`timed out connecting to 127.0.0.1:${proxy.port} after 1000 ms: check the host, port and firewall`);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it('an unresolvable host: says dns', async () => {
