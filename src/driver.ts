@@ -129,7 +129,12 @@ export class Driver implements VolumeDriver {
     const name = checkName(req.Name);
     const id = checkId(req.ID);
     await this.withLock(name, async () => {
-      const v = this.mustGet(name);
+      const v = this.volumes.get(name);
+      if (!v) {
+        // As with an unknown ID: nothing is mounted, so the container can stop (e.g. after a state file was set aside).
+        this.deps.log.info({ volume: name, mountId: id }, 'unmount of an unknown volume: nothing to do');
+        return;
+      }
       try {
         await v.unmount(id);
       } finally {

@@ -145,12 +145,18 @@ describe('volume lifecycle', () => {
     expect(stateFile().volumes.map((v) => v.name)).not.toContain('lifecycle');
   });
 
-  it('Mount, Path and Unmount of an unknown volume are errors that say to create it', async () => {
-    for (const ep of ['/VolumeDriver.Mount', '/VolumeDriver.Unmount', '/VolumeDriver.Path']) {
+  it('Mount and Path of an unknown volume are errors that say to create it', async () => {
+    for (const ep of ['/VolumeDriver.Mount', '/VolumeDriver.Path']) {
       const a = await d.call(ep, { Name: 'ghost', ID: 'x' });
       expect(a.status).toBe(500);
       expect(a.json.Err).toMatch(/no such volume: ghost \(create it with docker volume create -d tsfs/);
     }
+  });
+
+  it('Unmount and Remove of an unknown volume succeed (nothing is mounted, nothing to delete)', async () => {
+    expect((await d.call('/VolumeDriver.Unmount', { Name: 'ghost', ID: 'x' })).json).toEqual({});
+    expect((await d.call('/VolumeDriver.Remove', { Name: 'ghost' })).json).toEqual({});
+    expect((await get('ghost')).status).toBe(500);
   });
 
   it('Mount needs an ID', async () => {
