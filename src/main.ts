@@ -95,6 +95,8 @@ export async function main(mountFs: MountFs = mountSftpFs): Promise<void> {
       },
     );
   };
+  // One volume's stray promise must not take every other volume's mount down with the process.
+  process.on('unhandledRejection', (e) => log.error({ err: e instanceof Error ? e.message : String(e) }, 'unhandled rejection'));
   process.once('SIGTERM', () => onSignal('SIGTERM'));
   process.once('SIGINT', () => onSignal('SIGINT'));
 }
