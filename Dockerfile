@@ -2,6 +2,8 @@
 # No `# syntax=` line: the build must work with the legacy builder and without
 # a registry (`make offline-base` provides node:20-bookworm-slim locally).
 FROM node:20-bookworm-slim AS build
+# Lets `make rootfs` prune superseded build stages (~800 MB each) by label.
+LABEL org.tsfs.stage=build
 # Native modules: ssh2's crypto binding, cpu-features and fuse-native compile
 # with node-gyp (python3, make, g++); fuse-native links libfuse.so.2.
 RUN apt-get update \

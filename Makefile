@@ -7,7 +7,12 @@ PLUGIN_TAG ?= latest
 PLUGIN := $(PLUGIN_NAME):$(PLUGIN_TAG)
 # The image whose filesystem becomes plugin/rootfs.
 ROOTFS_IMAGE ?= $(PLUGIN_NAME)-rootfs:$(PLUGIN_TAG)
+# The build stage, tagged so that it stays as the layer cache of the next
+# build while the stages it supersedes are pruned.
+BUILD_IMAGE ?= $(PLUGIN_NAME)-build:$(PLUGIN_TAG)
 BASE_IMAGE ?= node:20-bookworm-slim
+# Where the plugin bundle (config.json + rootfs/) is assembled.
+PLUGIN_DIR ?= ./plugin
 # The legacy builder uses a local $(BASE_IMAGE) as is; BuildKit may try to
 # resolve it on a registry, which an offline machine cannot reach.
 export DOCKER_BUILDKIT ?= 0
@@ -17,24 +22,26 @@ export DOCKER_BUILDKIT ?= 0
 all: clean rootfs create
 
 clean:
-	@echo "### rm ./plugin"
-	@rm -rf ./plugin
+	@echo "### rm $(PLUGIN_DIR)"
+	@rm -rf $(PLUGIN_DIR)
 
 rootfs: offline-base
-	@echo "### docker build: $(ROOTFS_IMAGE)"
+	@echo "### docker build: $(BUILD_IMAGE), $(ROOTFS_IMAGE)"
+	@docker build -q --target build -t $(BUILD_IMAGE) . >/dev/null
 	@docker build -q -t $(ROOTFS_IMAGE) . >/dev/null
-	@echo "### export $(ROOTFS_IMAGE) into ./plugin/rootfs"
-	@rm -rf ./plugin/rootfs && mkdir -p ./plugin/rootfs
+	@docker image prune -f --filter label=org.tsfs.stage=build >/dev/null
+	@echo "### export $(ROOTFS_IMAGE) into $(PLUGIN_DIR)/rootfs"
+	@rm -rf $(PLUGIN_DIR)/rootfs && mkdir -p $(PLUGIN_DIR)/rootfs
 	@id=$$(docker create $(ROOTFS_IMAGE)) && \
-	  { docker export "$$id" | tar -x -C ./plugin/rootfs; rc=$$?; docker rm -vf "$$id" >/dev/null; exit $$rc; }
-	@echo "### copy config.json to ./plugin/"
-	@cp config.json ./plugin/
+	  { docker export "$$id" | tar -x -C $(PLUGIN_DIR)/rootfs; rc=$$?; docker rm -vf "$$id" >/dev/null; exit $$rc; }
+	@echo "### copy config.json to $(PLUGIN_DIR)/"
+	@cp config.json $(PLUGIN_DIR)/
 
 create:
 	@echo "### remove existing plugin $(PLUGIN) if it exists"
 	@docker plugin rm -f $(PLUGIN) >/dev/null 2>&1 || true
-	@echo "### create plugin $(PLUGIN) from ./plugin"
-	@docker plugin create $(PLUGIN) ./plugin
+	@echo "### create plugin $(PLUGIN) from $(PLUGIN_DIR)"
+	@docker plugin create $(PLUGIN) $(PLUGIN_DIR)
 
 # Docker refuses to enable a plugin whose bind-mount sources are missing:
 # create them (state: /var/lib/tsfs, sshkey: /root/.ssh by default, or what
@@ -52,9 +59,9 @@ push: clean rootfs create
 	@echo "### push plugin $(PLUGIN)"
 	@docker plugin push $(PLUGIN)
 
-# The rootfs image (kept between builds as a layer cache).
+# The images `rootfs` leaves as layer cache.
 clean-images:
-	@docker image rm $(ROOTFS_IMAGE) >/dev/null 2>&1 || true
+	@docker image rm $(ROOTFS_IMAGE) $(BUILD_IMAGE) >/dev/null 2>&1 || true
 
 offline-base:
 	@BASE_IMAGE=$(BASE_IMAGE) scripts/ensure-deps.sh base
@@ -66,6 +73,6 @@ test: deps
 	npm run build
 	npm test
 
-demo: deps
-	npm run build
-	PLUGIN_NAME=$(PLUGIN_NAME) PLUGIN_TAG=$(PLUGIN_TAG) scripts/demo.sh
+demo:
+	@scripts/ensure-deps.sh packages dockerd base
+	@PLUGIN_NAME=$(PLUGIN_NAME) PLUGIN_TAG=$(PLUGIN_TAG) scripts/demo.sh
