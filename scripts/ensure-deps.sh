@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 # openssh-server/sshfs/rclone/gesftpserver: the tests' real SFTP peers;
 # libfuse2/fuse3: FUSE for fuse-native and for the sshfs comparison;
 # debootstrap: the offline base image; docker.io: the engine the e2e tests use;
-# passwd/procps: chpasswd for the password-auth test user, pkill in test helpers.
-PACKAGES=(openssh-server libfuse2 fuse3 sshfs docker.io debootstrap rclone gesftpserver passwd procps ca-certificates)
+# passwd/procps: chpasswd for the password-auth test user, pkill in test helpers;
+# make: .ci/run and the README drive everything through the Makefile.
+PACKAGES=(make openssh-server libfuse2 fuse3 sshfs docker.io debootstrap rclone gesftpserver passwd procps ca-certificates)
 DOCKERD_LOG="${DOCKERD_LOG:-/var/log/dockerd.log}"
 
 log() { echo "ensure-deps: $*" >&2; }

@@ -6,6 +6,7 @@
 // so `npx vitest run test/e2e` works on its own).
 import { randomBytes, createHash } from 'node:crypto';
 import { appendFileSync, chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -177,6 +178,11 @@ describe('containers sharing a volume', () => {
     expect(await docker('exec', a, 'cat', '/v/b.txt')).toBe('from-b\n');
     expect(readFileSync(join(sshd.storeDir, 'shared/a.txt'), 'utf8')).toBe('from-a\n');
     expect(readFileSync(join(sshd.storeDir, 'shared/b.txt'), 'utf8')).toBe('from-b\n');
+    // While containers hold it, the mount also shows on the host at the
+    // volume's Mountpoint (propagatedMount): docs/examples/batch-user-data.sh relies on it.
+    const mountpoint = (await docker('volume', 'inspect', '-f', '{{.Mountpoint}}', vol)).trim();
+    expect(mountpoint).toMatch(/^\/var\/lib\/docker\/plugins\/[0-9a-f]{64}\/propagated-mount\//);
+    expect(await readFile(join(mountpoint, 'a.txt'), 'utf8')).toBe('from-a\n');
     await docker('rm', '-f', a, b);
   });
 
