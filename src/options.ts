@@ -222,6 +222,16 @@ const OptsSchema = z
   })
   .strict();
 
+// Options whose values may legitimately contain commas (and some are secret).
+const FREE_TEXT = new Set(['sshcmd', 'password', 'passphrase', 'passwordfile', 'identityfile', 'workaround']);
+
+/** sshfs takes `-o uid=1,gid=2`; Docker passes that as the ONE option uid="1,gid=2". Returns the joined text, if it is that. */
+function commaJoined(key: string, value: unknown): string | undefined {
+  if (key.includes(',')) return key; // `-o allow_other,reconnect`; the value is not shown (it could be a secret)
+  if (typeof value === 'string' && !FREE_TEXT.has(norm(key)) && /,\s*[A-Za-z_]+(=|,|$)/.test(value)) return `${key}=${value}`;
+  return undefined;
+}
+
 /**
  * Validate Docker's `Opts` (untrusted: any JSON) into a VolumeSpec.
  * Throws OptionsError with a message for the user; secret values are never echoed.
@@ -235,6 +245,13 @@ export function parseOptions(opts: unknown): VolumeSpec {
   const given: Record<string, string> = {};
   for (const [key, value] of entries) {
     const shownKey = key.length > 64 ? key.slice(0, 64) + '...' : key;
+    const joined = commaJoined(key, value);
+    if (joined) {
+      const parts = joined.split(',').map((p) => p.trim()).filter(Boolean).slice(0, 8);
+      throw new OptionsError(
+        `option "${joined.slice(0, 64)}" is sshfs's comma-joined form, which Docker passes as one option: give each with its own -o (${parts.map((p) => `-o ${p}`).join(' ')})`,
+      );
+    }
     const n = norm(key);
     if (UNSAFE[n]) throw new OptionsError(`option ${shownKey} is refused as unsafe: ${UNSAFE[n]}. tsfs speaks SFTP itself and never runs commands`);
     if (UNSUPPORTED[n]) throw new OptionsError(`option ${shownKey} is not supported: ${UNSUPPORTED[n]}`);

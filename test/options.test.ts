@@ -103,6 +103,14 @@ describe("vieux/sshfs's documented lines work unchanged", () => {
     expect(s.notes.join(' ')).toMatch(/workaround is ignored/);
     expect(s.notes.join(' ')).toMatch(/LOG_LEVEL=debug/);
   });
+  it("sshfs's comma-joined -o gets an error showing the separate -o options", () => {
+    expect(err({ sshcmd: 'u@h:/p', uid: '999,gid=999' })).toBe(
+      `option "uid=999,gid=999" is sshfs's comma-joined form, which Docker passes as one option: give each with its own -o (-o uid=999 -o gid=999)`,
+    );
+    expect(err({ sshcmd: 'u@h:/p', 'allow_other,reconnect': '' })).toMatch(/give each with its own -o \(-o allow_other -o reconnect\)/);
+    // Free-text values keep their commas.
+    expect(ok({ sshcmd: 'u@h:/a,b=c', password: 'x,y=z', workaround: 'rename,truncate' }).remotePath).toBe('/a,b=c');
+  });
   it('follow_symlinks and idmap get an error naming the tsfs way', () => {
     expect(err({ sshcmd: 'u@h:/p', follow_symlinks: '' })).toMatch(/follow_symlinks is not supported: tsfs shows symlinks/);
     expect(err({ sshcmd: 'u@h:/p', idmap: 'user' })).toMatch(/uid=/);
