@@ -83,7 +83,10 @@ echo "sshd pid $SSHD_PID, port $PORT, host key $(ssh-keygen -l -f "$WORK/host_ed
 
 say "2/4 plugin: make all enable (PLUGIN_NAME=$PLUGIN_NAME PLUGIN_TAG=$PLUGIN_TAG)"
 START=$(date +%s)
-make --no-print-directory all PLUGIN_NAME="$PLUGIN_NAME" PLUGIN_TAG="$PLUGIN_TAG" 2>&1 | grep -v -e DEPRECATED -e 'BuildKit is currently disabled' -e 'environment-variable' -e '^ *$'
+# Assembled under $WORK, not ./plugin: dockerd keeps its own copy once created.
+make --no-print-directory all PLUGIN_NAME="$PLUGIN_NAME" PLUGIN_TAG="$PLUGIN_TAG" PLUGIN_DIR="$WORK/plugin" 2>&1 |
+  grep -v -e DEPRECATED -e 'BuildKit is currently disabled' -e 'environment-variable' -e '^ *$'
+rm -rf "$WORK/plugin"
 PLUGIN_READY=1
 docker plugin set "$PLUGIN" sshkey.source="$KEYS"
 make --no-print-directory enable PLUGIN_NAME="$PLUGIN_NAME" PLUGIN_TAG="$PLUGIN_TAG"

@@ -30,5 +30,6 @@ docker run -d --name tsfs-holder --restart unless-stopped -v models:/models \
   public.ecr.aws/docker/library/busybox:stable sleep 2147483647
 
 PLUGIN_ID=$(docker plugin inspect -f '{{.Id}}' tsfs)
+DOCKER_ROOT=$(docker info -f '{{.DockerRootDir}}')
 install -d /mnt/tsfs
-ln -sfn "/var/lib/docker/plugins/$PLUGIN_ID/propagated-mount/models" /mnt/tsfs/models
+ln -sfn "$DOCKER_ROOT/plugins/$PLUGIN_ID/propagated-mount/models" /mnt/tsfs/models

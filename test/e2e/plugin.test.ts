@@ -5,7 +5,7 @@
 // Prerequisites are installed/started by scripts/ensure-deps.sh (run here too,
 // so `npx vitest run test/e2e` works on its own).
 import { randomBytes, createHash } from 'node:crypto';
-import { appendFileSync, chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -178,11 +178,17 @@ describe('containers sharing a volume', () => {
     expect(await docker('exec', a, 'cat', '/v/b.txt')).toBe('from-b\n');
     expect(readFileSync(join(sshd.storeDir, 'shared/a.txt'), 'utf8')).toBe('from-a\n');
     expect(readFileSync(join(sshd.storeDir, 'shared/b.txt'), 'utf8')).toBe('from-b\n');
-    // While containers hold it, the mount also shows on the host at the
-    // volume's Mountpoint (propagatedMount): docs/examples/batch-user-data.sh relies on it.
+    // While containers hold it, the mount also shows on the host under the
+    // plugin's propagated-mount directory: docs/examples/batch-user-data.sh relies on it.
     const mountpoint = (await docker('volume', 'inspect', '-f', '{{.Mountpoint}}', vol)).trim();
-    expect(mountpoint).toMatch(/^\/var\/lib\/docker\/plugins\/[0-9a-f]{64}\/propagated-mount\//);
-    expect(await readFile(join(mountpoint, 'a.txt'), 'utf8')).toBe('from-a\n');
+    expect(mountpoint).toBe(`/mnt/volumes/${vol}`);
+    const root = (await docker('info', '-f', '{{.DockerRootDir}}')).trim();
+    const id = (await docker('plugin', 'inspect', '-f', '{{.Id}}', PLUGIN)).trim();
+    const hostPath = join(root, 'plugins', id, 'propagated-mount', vol);
+    expect(await readFile(join(hostPath, 'a.txt'), 'utf8')).toBe('from-a\n');
+    // ... and a plain bind mount of a symlink to it (AWS Batch's host volume) works.
+    symlinkSync(hostPath, join(work, 'batch-link'));
+    expect(await dockerRun(['-v', `${join(work, 'batch-link')}:/storage`], ['cat', '/storage/b.txt'])).toBe('from-b\n');
     await docker('rm', '-f', a, b);
   });
 
