@@ -8,7 +8,7 @@ import type {
   PathRequest, PathResponse, RemoveRequest, UnmountRequest, Volume as ApiVolume, VolumeDriver,
 } from './api/protocol';
 import type { MountFs } from './fs/index';
-import { parseOptions, specDifferences, toSshTarget } from './options';
+import { MAX_VOLUME_NAME, VOLUME_NAME, parseOptions, specDifferences, toSshTarget } from './options';
 import { probeRemote } from './sftp/probe';
 import { STATE_VERSION, type StateStore, type VolumeRecord } from './state';
 import { Volume, type Probe } from './volume';
@@ -23,9 +23,6 @@ export interface DriverDeps {
   probe?: Probe;
 }
 
-// Docker's own rule for volume names (daemon/names), bounded like a file name.
-const NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/;
-const MAX_NAME = 255;
 const MAX_ID = 256;
 
 export class DriverError extends Error {
@@ -35,8 +32,8 @@ export class DriverError extends Error {
 function checkName(name: unknown): string {
   if (typeof name !== 'string') throw new DriverError('Name must be a string');
   const shown = JSON.stringify(name.length > 64 ? name.slice(0, 64) + '...' : name);
-  if (name.length > MAX_NAME) throw new DriverError(`invalid volume name ${shown}: longer than ${MAX_NAME} characters`);
-  if (!NAME.test(name)) {
+  if (name.length > MAX_VOLUME_NAME) throw new DriverError(`invalid volume name ${shown}: longer than ${MAX_VOLUME_NAME} characters`);
+  if (!VOLUME_NAME.test(name)) {
     throw new DriverError(`invalid volume name ${shown}: use 2 or more of [a-zA-Z0-9_.-], starting with a letter or digit`);
   }
   return name;

@@ -41,6 +41,11 @@ export const VolumeSpecSchema = z.object({
 });
 export type VolumeSpec = z.infer<typeof VolumeSpecSchema>;
 
+/** Docker's own rule for volume names (daemon/names), bounded like a file name; also keeps <root>/<name> inside the root. */
+export const VOLUME_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/;
+export const MAX_VOLUME_NAME = 255;
+export const isVolumeName = (n: string) => n.length <= MAX_VOLUME_NAME && VOLUME_NAME.test(n);
+
 export class OptionsError extends Error {
   override name = 'OptionsError';
 }

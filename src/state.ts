@@ -6,13 +6,14 @@ import { mkdir, chmod, readFile, rename, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import { z } from 'zod';
-import { VolumeSpecSchema } from './options';
+import { VolumeSpecSchema, isVolumeName } from './options';
 
 export const STATE_VERSION = 1;
 export const STATE_FILE = 'tsfs.json';
 
 export const VolumeRecordSchema = z.object({
-  name: z.string(),
+  // Checked again on load: a hand-edited name must not point a mountpoint outside TSFS_MOUNT_ROOT.
+  name: z.string().refine(isVolumeName, { message: 'not a valid volume name' }),
   /** RFC 3339. */
   createdAt: z.string(),
   spec: VolumeSpecSchema,

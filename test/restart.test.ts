@@ -116,6 +116,7 @@ describe('restart', () => {
     ['not JSON', '{"version": 1, "volumes": [', /not JSON/],
     ['an unknown version', '{"version": 99, "volumes": []}', /unknown state version 99/],
     ['invalid records', '{"version": 1, "volumes": [{"name": 5}]}', /invalid state/],
+    ['a record whose name escapes the mount root', '{"version": 1, "volumes": [{"name": "../../etc", "createdAt": "x", "mountIds": [], "spec": {}}]}', /volumes.0.name: not a valid volume name/],
   ])('a state file that is %s is set aside and the daemon starts empty', async (_what, text, reason) => {
     await d.stop();
     logs.push(d.stdout(), d.stderr());
