@@ -2,7 +2,8 @@
 # No `# syntax=` line: the build must work with the legacy builder and without
 # a registry (`make offline-base` provides node:20-bookworm-slim locally).
 FROM node:20-bookworm-slim AS build
-# Lets `make rootfs` prune superseded build stages (~800 MB each) by label.
+# Lets `make rootfs` prune the images a rebuild supersedes (build stage
+# ~800 MB, rootfs ~300 MB) by label.
 LABEL org.tsfs.stage=build
 # Native modules: ssh2's crypto binding, cpu-features and fuse-native compile
 # with node-gyp (python3, make, g++); fuse-native links libfuse.so.2.
@@ -22,6 +23,7 @@ RUN npm ci --no-audit --no-fund \
  && rm -rf src test bench tsconfig.json
 
 FROM node:20-bookworm-slim
+LABEL org.tsfs.stage=rootfs
 # libfuse2: fuse-native's binding loads libfuse.so.2 at run time. fuse (the
 # 2.x fusermount, ~100 kB): fuse-native's static Fuse.unmount shells out to
 # `fusermount -uz`, the way to drop a stale mount left by a killed daemon.

@@ -30,6 +30,7 @@ rootfs: offline-base
 	@docker build -q --target build -t $(BUILD_IMAGE) . >/dev/null
 	@docker build -q -t $(ROOTFS_IMAGE) . >/dev/null
 	@docker image prune -f --filter label=org.tsfs.stage=build >/dev/null
+	@docker image prune -f --filter label=org.tsfs.stage=rootfs >/dev/null
 	@echo "### export $(ROOTFS_IMAGE) into $(PLUGIN_DIR)/rootfs"
 	@rm -rf $(PLUGIN_DIR)/rootfs && mkdir -p $(PLUGIN_DIR)/rootfs
 	@id=$$(docker create $(ROOTFS_IMAGE)) && \
