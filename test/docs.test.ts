@@ -96,5 +96,8 @@ describe('config.json (the managed plugin)', () => {
     }));
     expect(Object.keys(env).sort()).toEqual(['DEBUG', 'LOG_LEVEL']);
     expect(loadConfig(env).logLevel).toBe('info');
+    // vieux/sshfs users run `docker plugin set ... DEBUG=1`: a LOG_LEVEL
+    // default in config.json would silently win over it.
+    expect(loadConfig({ ...env, DEBUG: '1' }).logLevel).toBe('debug');
   });
 });
