@@ -2,6 +2,7 @@
 // SFTP-backed FUSE filesystem. volume.ts depends on nothing else in src/fs.
 import type { Logger } from 'pino';
 import type { SshTarget } from '../sftp/target';
+import { mountSftpFs as mountImpl, detachStale as detachImpl } from './mount';
 
 export interface FsOptions {
   target: SshTarget;
@@ -18,6 +19,8 @@ export interface FsOptions {
   /** Seconds a cached attribute or directory listing may be served (sshfs: 20). */
   cacheTimeout: number;
   log: Logger;
+  /** Bytes of writes queued to the server but not yet acknowledged, per mount (default 16 MiB). */
+  maxInFlightBytes?: number;
 }
 
 export type LinkState = 'connected' | 'reconnecting' | 'disconnected';
@@ -30,6 +33,7 @@ export interface MountedFs {
 
 export type MountFs = (opts: FsOptions) => Promise<MountedFs>;
 
-export const mountSftpFs: MountFs = async () => {
-  throw new Error('the SFTP filesystem is not built yet');
-};
+export const mountSftpFs: MountFs = mountImpl;
+
+/** Lazily unmount `mountpoint` if it is a dead FUSE mount (ENOTCONN); true if it detached one. */
+export const detachStale: (mountpoint: string) => Promise<boolean> = detachImpl;

@@ -1,0 +1,133 @@
+// Mount one SFTP-backed FUSE filesystem and take it down cleanly.
+import { stat } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import Fuse from 'fuse-native';
+import { describeTarget } from '../sftp/target';
+import { SftpSession, sftpCall } from '../sftp/session';
+import { AttrCache } from './attr-cache';
+import { SftpOps } from './ops';
+import type { FsOptions, MountedFs } from './index';
+
+/** FUSE request size: big_writes lets the kernel send up to this per WRITE (default 4 KiB). */
+const MAX_IO = 128 * 1024;
+
+/**
+ * fuse-native answers any op still pending after its timeout with ETIMEDOUT
+ * (default 15 s). Data ops may legitimately wait for the in-flight cap or a
+ * reconnect, so they never time out here; everything else gets longer than
+ * the session's reconnect bound (60 s), which fails them with EIO first.
+ */
+const TIMEOUTS: Record<string, number | false> = { default: 90_000, write: false, flush: false, fsync: false, release: false, read: false, create: false, open: false };
+
+function fuseOptions(opts: FsOptions, ttlSeconds: number): string[] {
+  const kernelTtl = String(Math.min(1, ttlSeconds));
+  const fsname = `${opts.target.username}@${describeTarget(opts.target)}:${opts.target.remotePath || '~'}`.replace(/[^A-Za-z0-9@:._/~\[\]-]/g, '_');
+  return [
+    'big_writes',
+    `max_write=${MAX_IO}`,
+    `max_read=${MAX_IO}`,
+    // The kernel checks permission bits against the uid/gid we report, as a
+    // local filesystem would; without it every uid could do anything
+    // allow_other lets in, as the SSH user.
+    'default_permissions',
+    // libfuse 2's path-based API gives each hard link its own kernel inode,
+    // so a kernel-cached size/nlink of one name would go stale when data is
+    // written through the other. With attr_timeout=0 every stat asks us and
+    // our AttrCache answers without a round trip to the server.
+    'attr_timeout=0',
+    `entry_timeout=${kernelTtl}`,
+    `fsname=${fsname}`,
+    'subtype=tsfs',
+    ...(opts.readOnly ? ['ro'] : []),
+  ];
+}
+
+function promisify(f: (cb: (err: Error | null) => void) => void): Promise<void> {
+  return new Promise((resolve, reject) => f((err) => (err ? reject(err) : resolve())));
+}
+
+export async function mountSftpFs(opts: FsOptions): Promise<MountedFs> {
+  const log = opts.log.child({ mountpoint: opts.mountpoint });
+  const session = new SftpSession(opts.target, log, { maxInFlight: opts.maxInFlightBytes });
+  const ch = await session.start();
+  let root: string;
+  try {
+    root = await sftpCall.realpath(ch.meta, opts.target.remotePath || '.');
+    const a = await sftpCall.stat(ch.meta, root);
+    if (!a.isDirectory()) throw new Error(`${describeTarget(opts.target)}:${root} is not a directory`);
+  } catch (e) {
+    session.close();
+    throw new Error(`cannot use remote directory ${opts.target.remotePath || '(login directory)'} on ${describeTarget(opts.target)}: ${(e as Error).message}; check the path in sshcmd`);
+  }
+  const ttl = opts.cacheTimeout;
+  const ops = new SftpOps(session, {
+    root,
+    uid: opts.uid,
+    gid: opts.gid,
+    umask: opts.umask,
+    readOnly: opts.readOnly,
+    cache: new AttrCache(ttl * 1000),
+    log,
+  });
+  await detachStale(opts.mountpoint);
+  const fuse = new Fuse(opts.mountpoint, ops.fuseOps(), {
+    allowOther: opts.allowOther,
+    timeout: TIMEOUTS,
+    extraOptions: fuseOptions(opts, ttl),
+  });
+  try {
+    await promisify((cb) => fuse.mount(cb));
+  } catch (e) {
+    session.close();
+    throw new Error(`FUSE mount on ${opts.mountpoint} failed: ${(e as Error).message}; is /dev/fuse available (--device /dev/fuse, CAP_SYS_ADMIN)?`);
+  }
+  log.info({ root, extensions: [...ch.ext], maxRead: ch.maxRead, maxWrite: ch.maxWrite }, 'SFTP filesystem mounted');
+  let unmounted: Promise<void> | undefined;
+  return {
+    get linkState() {
+      return session.state;
+    },
+    unmount: () =>
+      (unmounted ??= (async () => {
+        // Give queued writes a bounded chance to land before the link goes.
+        await Promise.race([ops.drainAll(), new Promise((r) => setTimeout(r, 30_000).unref())]);
+        try {
+          await promisify((cb) => fuse.unmount(cb));
+        } catch (e) {
+          log.warn({ err: (e as Error).message }, 'unmount failed; detaching lazily');
+          await lazyDetach(opts.mountpoint);
+        }
+        session.close();
+      })()),
+  };
+}
+
+function run(cmd: string, args: string[]): Promise<boolean> {
+  return new Promise((resolve) => execFile(cmd, args, { timeout: 10_000 }, (err) => resolve(!err)));
+}
+
+async function lazyDetach(mountpoint: string): Promise<boolean> {
+  for (const [cmd, args] of [
+    ['fusermount', ['-uz', mountpoint]],
+    ['fusermount3', ['-uz', mountpoint]],
+    ['umount', ['-l', mountpoint]],
+  ] as const) {
+    if (await run(cmd, [...args])) return true;
+  }
+  return false;
+}
+
+/**
+ * A mountpoint whose FUSE server died answers ENOTCONN ("Transport endpoint
+ * is not connected"); detach it lazily so it can be mounted again. Returns
+ * true when something was detached.
+ */
+export async function detachStale(mountpoint: string): Promise<boolean> {
+  try {
+    await stat(mountpoint);
+    return false;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOTCONN') return false;
+    return lazyDetach(mountpoint);
+  }
+}
