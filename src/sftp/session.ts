@@ -82,6 +82,7 @@ export class SftpSession {
     try {
       const [meta, data] = await Promise.all([link.openSftp(), link.openSftp()]);
       const ext = link.extensionsOf(meta);
+      for (const s of [meta, data]) adaptToServer(s, ext);
       const lim = data as unknown as { _maxReadLen: number; _maxWriteLen: number };
       const ch: Channels = { meta, data, ext, gen: ++this.gen, maxRead: lim._maxReadLen, maxWrite: lim._maxWriteLen };
       this.link = link;
@@ -172,6 +173,25 @@ export class SftpSession {
     this.link?.close();
     this.link = undefined;
     this.current = undefined;
+  }
+}
+
+/** SFTP v3 guarantees 32 KiB of data per READ/WRITE; more needs limits@openssh.com. */
+const SAFE_IO = 32 * 1024;
+
+/**
+ * ssh2 guesses from the SSH server's banner ("OpenSSH") what the SFTP server
+ * is, but sshd may run another sftp server as its Subsystem (gesftpserver,
+ * a vendor's): use what the SFTP server itself announced instead.
+ */
+function adaptToServer(sftp: SFTPWrapper, ext: Set<string>): void {
+  const s = sftp as unknown as { _isOpenSSH: boolean; _maxReadLen: number; _maxWriteLen: number; _extensions: Record<string, string> };
+  // OpenSSH swapped SYMLINK's arguments; gesftpserver says which order it wants.
+  const order = s._extensions['symlink-order@rjk.greenend.org.uk'];
+  if (order) s._isOpenSSH = order === 'targetpath-linkpath';
+  if (!ext.has('limits@openssh.com')) {
+    s._maxReadLen = Math.min(s._maxReadLen, SAFE_IO);
+    s._maxWriteLen = Math.min(s._maxWriteLen, SAFE_IO);
   }
 }
 
