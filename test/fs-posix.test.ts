@@ -21,7 +21,7 @@ afterAll(async () => {
   await sshd?.stop();
   if (sshd) removeSshdDir(sshd);
   for (const d of locals) rmSync(d, { recursive: true, force: true });
-  expect(listMounts().filter((l) => l.includes('tsfs'))).toEqual([]);
+  if (m) expect(listMounts().filter((l) => l.includes(m.mountpoint))).toEqual([]);
 });
 
 function local(): string {
