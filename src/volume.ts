@@ -2,10 +2,9 @@
 // Docker mount ID arrives and unmounted when the last one leaves; the IDs are
 // a set (dockerd may repeat a Mount) and are persisted by the driver so they
 // survive a daemon restart.
-import { execFile } from 'node:child_process';
-import { mkdir, rmdir, stat } from 'node:fs/promises';
+import { mkdir, rmdir } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import type { MountFs, MountedFs } from './fs/index';
+import { detachStale, type MountFs, type MountedFs } from './fs/index';
 import { describeRemote, toSshTarget } from './options';
 import { probeRemote, type ProbeResult } from './sftp/probe';
 import type { SshTarget } from './sftp/target';
@@ -101,12 +100,11 @@ export class Volume {
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') return;
-      if (code === 'EBUSY' || code === 'ENOTCONN') {
-        await lazyUnmount(this.mountpoint, this.log);
+      if (code === 'ENOTCONN' && (await detachStale(this.mountpoint))) {
         await rmdir(this.mountpoint).catch((e2: Error) => this.log.warn({ err: e2.message, mountpoint: this.mountpoint }, 'left the mountpoint directory in place'));
         return;
       }
-      this.log.warn({ err: (e as Error).message, mountpoint: this.mountpoint }, 'left the mountpoint directory in place (not empty); nothing was deleted');
+      this.log.warn({ err: (e as Error).message, mountpoint: this.mountpoint }, 'left the mountpoint directory in place (not empty, or still mounted); nothing was deleted');
     }
   }
 
@@ -127,10 +125,9 @@ export class Volume {
 
   private async attach(): Promise<void> {
     try {
-      // Before mkdir: on a dead FUSE mount even mkdir -p fails with ENOTCONN.
-      if (await isStaleMount(this.mountpoint)) {
-        this.log.warn({ mountpoint: this.mountpoint }, 'stale FUSE mount found (Transport endpoint is not connected): detaching it lazily');
-        await lazyUnmount(this.mountpoint, this.log);
+      // Before mkdir: on a dead FUSE mount (left by a crash) even mkdir -p fails with ENOTCONN.
+      if (await detachStale(this.mountpoint)) {
+        this.log.warn({ mountpoint: this.mountpoint }, 'stale FUSE mount found (Transport endpoint is not connected): detached it lazily');
       }
       await mkdir(this.mountpoint, { recursive: true, mode: 0o755 });
       const spec = this.record.spec;
@@ -160,39 +157,4 @@ export class Volume {
       throw e;
     }
   }
-}
-
-/** A FUSE mount whose server died answers every stat with ENOTCONN. */
-export async function isStaleMount(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return false;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'ENOTCONN';
-  }
-}
-
-// Spawned without a shell and awaited (the daemon is PID 1 in the plugin:
-// an un-awaited child would linger as a zombie).
-function run(cmd: string, args: string[]): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: 5000 }, (err, _out, stderr) => resolve(err ? `${cmd}: ${stderr.trim() || err.message}` : undefined));
-  });
-}
-
-export async function lazyUnmount(path: string, log: Logger): Promise<void> {
-  const errors: string[] = [];
-  for (const [cmd, args] of [
-    ['fusermount3', ['-uz', path]],
-    ['fusermount', ['-uz', path]],
-    ['umount', ['-l', path]],
-  ] as const) {
-    const err = await run(cmd, [...args]);
-    if (!err) {
-      log.info({ mountpoint: path, using: cmd }, 'lazily unmounted');
-      return;
-    }
-    errors.push(err);
-  }
-  log.error({ mountpoint: path, errors }, 'could not unmount the stale mount');
 }

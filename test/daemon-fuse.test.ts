@@ -2,8 +2,8 @@
 // src/fs) end to end against a real sshd: Mount gives a FUSE mount whose
 // files land in the server's directory, refcounted by mount IDs, unmounted on
 // SIGTERM and restored on restart. Skipped while src/fs is still the stub.
-import { readFileSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { removeDaemonDir, removeDist, startDaemon, type DaemonProc } from './helpers/daemon';
@@ -49,15 +49,29 @@ describe.skipIf(stub)('production daemon with the SFTP filesystem', () => {
 
   it('SIGTERM unmounts and exits 0; a restart remounts the volume still in use', async () => {
     const mp = join(d.mountRoot, 'store');
+    const t0 = Date.now();
     expect(await d.stop()).toEqual({ code: 0, signal: null });
+    console.log(`SIGTERM to exit with one FUSE mount: ${Date.now() - t0} ms`);
     expect(isMounted(mp)).toBe(false);
     d = await startDaemon({ dir });
     for (let i = 0; i < 200 && (await status('store')).connection !== 'connected'; i++) await new Promise((r) => setTimeout(r, 50));
     expect(isMounted(mp)).toBe(true);
     expect(await readFile(join(mp, '0', 'model', 'model.h5'), 'utf8')).toBe('weights-0');
+  });
+
+  it('after a crash (SIGKILL) the dead FUSE mount is detached and the volume remounted on restart', async () => {
+    const mp = join(d.mountRoot, 'store');
+    expect(await d.stop('SIGKILL')).toEqual({ code: null, signal: 'SIGKILL' });
+    const dead = await stat(mp).then(() => 'alive', (e: NodeJS.ErrnoException) => e.code);
+    expect(dead).toBe('ENOTCONN');
+    d = await startDaemon({ dir });
+    for (let i = 0; i < 200 && (await status('store')).connection !== 'connected'; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(await readFile(join(mp, '0', 'model', 'model.h5'), 'utf8')).toBe('weights-0');
+    expect(d.logLines().some((l) => String(l.msg).startsWith('stale FUSE mount found'))).toBe(true);
     expect((await d.call('/VolumeDriver.Unmount', { Name: 'store', ID: 'job-1' })).status).toBe(200);
     expect(isMounted(mp)).toBe(false);
     expect((await d.call('/VolumeDriver.Remove', { Name: 'store' })).json).toEqual({});
+    expect(existsSync(mp)).toBe(false);
     expect(readFileSync(join(sshd.storeDir, '0', 'model', 'model.h5'), 'utf8')).toBe('weights-0');
     expect(d.stdout()).not.toContain(SECRET);
   });

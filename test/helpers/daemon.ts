@@ -2,7 +2,7 @@
 // once per test file) as a child process in temp dirs, and talks to it over
 // its unix socket exactly the way dockerd does: POST, JSON body, no
 // Content-Type, `Accept: application/vnd.docker.plugins.v1.2+json`.
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -177,10 +177,14 @@ export async function startDaemon(o: DaemonOptions = {}): Promise<DaemonProc> {
  * it: a recursive delete through a live SFTP mount would delete remote files.
  */
 export function removeDaemonDir(dir: string): void {
-  const mounted = readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' ')[4])
-    .filter((m) => m && (m === dir || m.startsWith(dir + '/')));
+  const mountsUnder = () =>
+    readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .map((l) => l.split(' ')[4])
+      .filter((m) => m && (m === dir || m.startsWith(dir + '/')));
+  // A failed test may leave a mount behind: detach it (lazily; this deletes nothing).
+  for (const m of mountsUnder()) spawnSync('fusermount', ['-uz', m], { stdio: 'ignore' });
+  const mounted = mountsUnder();
   if (mounted.length > 0) {
     process.stderr.write(`not removing ${dir}: still mounted: ${mounted.join(', ')}\n`);
     return;
