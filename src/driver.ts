@@ -9,7 +9,6 @@ import type {
 } from './api/protocol';
 import type { MountFs } from './fs/index';
 import { MAX_VOLUME_NAME, VOLUME_NAME, parseOptions, specDifferences, toSshTarget } from './options';
-import { probeRemote } from './sftp/probe';
 import { STATE_VERSION, type StateStore, type VolumeRecord } from './state';
 import { Volume, type Probe } from './volume';
 
@@ -72,7 +71,8 @@ export class Driver implements VolumeDriver {
       if (spec.check) {
         const log = this.deps.log.child({ volume: name });
         const target = await toSshTarget(spec, { sshDir: this.deps.sshDir });
-        const seen = await (this.deps.probe ?? probeRemote)(target, { mkdir: spec.mkdir }, (m) => log.warn(m));
+        const probe = this.deps.probe ?? (await import('./sftp/probe')).probeRemote;
+        const seen = await probe(target, { mkdir: spec.mkdir }, (m) => log.warn(m));
         record.remoteRealPath = seen.realPath;
         if (spec.strictHostKeyChecking === 'accept-new' && !spec.hostKey) {
           record.pinnedHostKey = seen.hostKey;

@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { makeApp } from './api/server';
 import { loadConfig, type Config } from './config';
 import { Driver } from './driver';
-import { mountSftpFs, type MountFs } from './fs/index';
+import type { MountFs } from './fs/index';
 import { makeLogger } from './log';
 import { StateStore } from './state';
 
@@ -23,7 +23,11 @@ export interface Daemon {
 // Docker sends SIGKILL 10 s after SIGTERM; leave room to exit cleanly.
 const SHUTDOWN_BUDGET_MS = 8000;
 
-export async function startDaemon(config: Config, log: Logger, mountFs: MountFs = mountSftpFs): Promise<Daemon> {
+// The SFTP filesystem (fuse-native, ssh2: a few hundred ms to load on a busy
+// host) is required on first use, so the socket listens before it loads.
+const lazyMountSftpFs: MountFs = async (opts) => (await import('./fs/index')).mountSftpFs(opts);
+
+export async function startDaemon(config: Config, log: Logger, mountFs: MountFs = lazyMountSftpFs): Promise<Daemon> {
   await mkdir(dirname(config.socket), { recursive: true });
   // A socket file left by a previous run makes listen() fail with EADDRINUSE.
   await unlink(config.socket).then(
@@ -47,6 +51,8 @@ export async function startDaemon(config: Config, log: Logger, mountFs: MountFs 
   // dockerd runs as root; nobody else needs the socket.
   await chmod(config.socket, 0o660).catch(() => undefined);
   log.info({ socket: config.socket, volumes: state.volumes.length, stateDir: config.stateDir, mountRoot: config.mountRoot }, 'listening');
+  // Warm the modules the first Create/Mount needs, now that dockerd can reach us.
+  void Promise.all([import('./fs/index'), import('./sftp/probe')]).catch((e: Error) => log.error({ err: e.message }, 'cannot load the SFTP filesystem'));
 
   let stopping: Promise<void> | undefined;
   const stop = () =>
@@ -61,7 +67,7 @@ export async function startDaemon(config: Config, log: Logger, mountFs: MountFs 
 }
 
 /** Run the daemon from the environment; `mountFs` is replaceable only for tests' marker mounter. */
-export async function main(mountFs: MountFs = mountSftpFs): Promise<void> {
+export async function main(mountFs: MountFs = lazyMountSftpFs): Promise<void> {
   let config: Config;
   try {
     config = loadConfig();

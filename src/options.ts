@@ -6,7 +6,6 @@
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { z } from 'zod';
-import { utils } from 'ssh2';
 import type { SshTarget } from './sftp/target';
 
 export const MAX_VALUE_BYTES = 4096;
@@ -366,6 +365,8 @@ export async function toSshTarget(spec: VolumeSpec, ctx: TargetContext): Promise
       throw new OptionsError(`cannot read IdentityFile ${spec.identityFile} (${e.code ?? e.message}): put the key in the directory mounted as sshkey.source (${ctx.sshDir} in the plugin)`);
     });
   } else {
+    // Loaded here, not at start: ssh2 costs ~150 ms of the daemon's first second.
+    const { utils } = await import('ssh2');
     for (const name of DEFAULT_KEYS) {
       const p = join(ctx.sshDir, name);
       const k = await readFile(p).catch(() => undefined);

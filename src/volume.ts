@@ -4,9 +4,9 @@
 // survive a daemon restart.
 import { mkdir, rmdir } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import { detachStale, type MountFs, type MountedFs } from './fs/index';
+import type { MountFs, MountedFs } from './fs/index';
 import { describeRemote, toSshTarget } from './options';
-import { probeRemote, type ProbeResult } from './sftp/probe';
+import type { ProbeResult } from './sftp/probe';
 import type { SshTarget } from './sftp/target';
 import type { VolumeRecord } from './state';
 
@@ -134,7 +134,8 @@ export class Volume {
       let target = await toSshTarget(spec, { sshDir: this.deps.sshDir, pinnedHostKey: this.record.pinnedHostKey });
       if (spec.strictHostKeyChecking === 'accept-new' && !target.hostKey) {
         // check=false skipped the Create-time probe: pin the key on first use instead.
-        const seen = await (this.deps.probe ?? probeRemote)(target, { mkdir: spec.mkdir }, (m) => this.log.warn(m));
+        const probe = this.deps.probe ?? (await import('./sftp/probe')).probeRemote;
+        const seen = await probe(target, { mkdir: spec.mkdir }, (m) => this.log.warn(m));
         this.record = { ...this.record, pinnedHostKey: seen.hostKey, remoteRealPath: seen.realPath };
         target = { ...target, hostKey: seen.hostKey };
         this.log.info({ hostKey: seen.hostKey }, 'pinned host key at first mount');
@@ -157,4 +158,10 @@ export class Volume {
       throw e;
     }
   }
+}
+
+// The filesystem module (fuse-native, ssh2) loads on first use so the socket
+// listens quickly at start; main.ts preloads it right after listening.
+async function detachStale(mountpoint: string): Promise<boolean> {
+  return (await import('./fs/index')).detachStale(mountpoint);
 }
