@@ -217,12 +217,18 @@ export class SftpOps {
 
   async statfs(): Promise<Record<string, number>> {
     const { meta, ext } = await this.ch();
-    if (!ext.has('statvfs@openssh.com')) {
-      // No statvfs extension: report a large, mostly free filesystem so that
-      // tools checking free space before writing do not refuse.
-      return { bsize: BLKSIZE, frsize: 4096, blocks: 2 ** 30, bfree: 2 ** 30, bavail: 2 ** 30, files: 2 ** 24, ffree: 2 ** 24, favail: 2 ** 24, fsid: 0, flag: 0, namemax: 255 };
+    // No statvfs extension (or one that answers OP_UNSUPPORTED, as rclone's
+    // does): report a large, mostly free filesystem, as libfuse does for a
+    // filesystem without statfs, so that df and tools checking free space work.
+    const unknown = { bsize: BLKSIZE, frsize: 4096, blocks: 2 ** 30, bfree: 2 ** 30, bavail: 2 ** 30, files: 2 ** 24, ffree: 2 ** 24, favail: 2 ** 24, fsid: 0, flag: 0, namemax: NAME_MAX };
+    if (!ext.has('statvfs@openssh.com')) return unknown;
+    let v: Awaited<ReturnType<typeof sftpCall.statvfs>>;
+    try {
+      v = await sftpCall.statvfs(meta, this.o.root);
+    } catch (e) {
+      if (errnoOf(e) === Errno.EOPNOTSUPP) return unknown;
+      throw e;
     }
-    const v = await sftpCall.statvfs(meta, this.o.root);
     // fuse-native passes 32-bit counts: scale the block size up until they fit.
     let { frsize, blocks, bfree, bavail } = v;
     frsize ||= v.bsize;
@@ -513,6 +519,10 @@ export class SftpOps {
   /** fuse-native's ops object: promise results to callbacks, FsError to -errno. */
   fuseOps(): Record<string, unknown> {
     const run = <T>(name: string, path: string, f: () => Promise<T>, cb: Cb, ok: (v: T) => unknown[] = () => []) => {
+      // The kernel looks every name up (getattr) before acting on it, so this
+      // one check gives ENAMETOOLONG where a local filesystem would; OpenSSH's
+      // sftp-server would answer BAD_MESSAGE, which maps to EIO.
+      if (nameTooLong(path)) return cb(-Errno.ENAMETOOLONG);
       f().then(
         (v) => cb(0, ...ok(v)),
         (e) => {
@@ -558,4 +568,12 @@ export class SftpOps {
       release: (p: string, fd: number, cb: Cb) => run('release', p, () => this.release(p, fd), cb),
     };
   }
+}
+
+/** NAME_MAX of Linux's local filesystems, in bytes per path component. */
+const NAME_MAX = 255;
+
+function nameTooLong(path: string): boolean {
+  if (Buffer.byteLength(path) <= NAME_MAX) return false;
+  return path.split('/').some((c) => Buffer.byteLength(c) > NAME_MAX);
 }
