@@ -5,7 +5,7 @@
 // Prerequisites are installed/started by scripts/ensure-deps.sh (run here too,
 // so `npx vitest run test/e2e` works on its own).
 import { randomBytes, createHash } from 'node:crypto';
-import { appendFileSync, chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -225,8 +225,35 @@ describe('containers sharing a volume', () => {
       expect(onStore.length).toBe(want.length);
       expect(sha256(onStore)).toBe(sha256(want));
     }
+    // The daemon is PID 1 in the plugin: whatever it spawned for 8 mounts and
+    // unmounts (vieux leaked two zombies per mount) must have been reaped.
+    expect(await zombiesOfPlugin()).toEqual([]);
   });
 });
+
+/** Zombie children of the plugin's PID 1 (found on the host through its containerd shim's -id). */
+async function zombiesOfPlugin(): Promise<string[]> {
+  const id = (await docker('plugin', 'inspect', '-f', '{{.Id}}', PLUGIN)).trim();
+  const stat = (pid: string) => {
+    try {
+      // "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
+      const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const [state, ppid] = text.slice(text.lastIndexOf(')') + 2).split(' ');
+      return { comm: text.slice(text.indexOf('(') + 1, text.lastIndexOf(')')), state, ppid };
+    } catch {
+      return undefined;
+    }
+  };
+  const pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+  const daemon = pids.find((pid) => {
+    const s = stat(pid);
+    if (s?.comm !== 'node') return false;
+    const shim = readFileSync(`/proc/${s.ppid}/cmdline`, 'utf8').split('\0');
+    return shim.includes(id);
+  });
+  expect(daemon, 'the plugin daemon process').toBeDefined();
+  return pids.filter((pid) => stat(pid)?.ppid === daemon && stat(pid)?.state === 'Z').map((pid) => `${pid} ${stat(pid)?.comm}`);
+}
 
 describe('volume and plugin lifecycle', () => {
   it('docker volume inspect shows CreatedAt and Status, and no secret from tsfs; the state file is private', async () => {
