@@ -1,6 +1,7 @@
 // The set of volumes behind the VolumeDriver API. Operations on one volume
 // run one at a time (a promise chain per name), and every change is written
 // to the state file before the answer goes back to dockerd.
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type {
@@ -160,10 +161,41 @@ export class Driver implements VolumeDriver {
 
   /** Remount volumes that containers still held when the daemon stopped. Runs after the socket listens. */
   restoreAll(): Promise<void> {
+    const swept = this.detachStaleMounts();
     const jobs = [...this.volumes.values()]
       .filter((v) => v.mountIds.length > 0)
-      .map((v) => this.withLock(v.name, () => v.restore()).then(() => this.save()));
-    return Promise.allSettled(jobs).then(() => undefined);
+      .map((v) =>
+        this.withLock(v.name, async () => {
+          await swept;
+          await v.restore();
+        }).then(() => this.save()),
+      );
+    return Promise.allSettled([swept, ...jobs]).then(() => undefined);
+  }
+
+  /**
+   * After a crash every FUSE mount this daemon served is dead (ENOTCONN),
+   * including those of volumes no container holds any more or that were
+   * removed from the state: detach them all so nothing under the mount root
+   * keeps answering "Transport endpoint is not connected".
+   */
+  private async detachStaleMounts(): Promise<void> {
+    const root = this.deps.mountRoot;
+    let info = '';
+    try {
+      info = await readFile('/proc/self/mountinfo', 'utf8');
+    } catch {
+      return;
+    }
+    const under = info
+      .split('\n')
+      .map((l) => l.split(' ')[4]?.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8))))
+      .filter((m): m is string => !!m && m.startsWith(root + '/'));
+    if (under.length === 0) return;
+    const { detachStale } = await import('./fs/index');
+    for (const mp of under) {
+      if (await detachStale(mp).catch(() => false)) this.deps.log.warn({ mountpoint: mp }, 'detached a dead FUSE mount left by a previous run');
+    }
   }
 
   /** Unmount every filesystem, keeping mount IDs so the next start restores them, and save. */

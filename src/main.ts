@@ -2,7 +2,7 @@
 // plugin about 10 s to answer Plugin.Activate); remounting volumes that were
 // in use happens in the background afterwards.
 import { chmod, mkdir, unlink } from 'node:fs/promises';
-import type { Server } from 'node:http';
+import { createServer, type Server, type ServerOptions } from 'node:http';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { makeApp } from './api/server';
@@ -19,6 +19,14 @@ export interface Daemon {
   restored: Promise<void>;
   stop(): Promise<void>;
 }
+
+/**
+ * dockerd sends a whole request at once; a client that sends headers and then
+ * trickles or stalls is not dockerd and must not hold a connection (and its
+ * buffers) for Node's default 5 minutes. Checked every second, not every 30.
+ * These bound receiving the request only: a Mount may take longer to answer.
+ */
+const SERVER_LIMITS: ServerOptions = { headersTimeout: 10_000, requestTimeout: 20_000, connectionsCheckingInterval: 1_000, keepAliveTimeout: 5_000 };
 
 // Docker sends SIGKILL 10 s after SIGTERM; leave room to exit cleanly.
 const SHUTDOWN_BUDGET_MS = 8000;
@@ -41,7 +49,7 @@ export async function startDaemon(config: Config, log: Logger, mountFs: MountFs 
   }
   await mkdir(config.mountRoot, { recursive: true, mode: 0o755 });
   const driver = new Driver({ mountRoot: config.mountRoot, sshDir: config.sshDir, store, log, mountFs }, state.volumes);
-  const server = makeApp(driver, log).listen(config.socket);
+  const server = createServer(SERVER_LIMITS, makeApp(driver, log)).listen(config.socket);
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
     server.once('error', reject);

@@ -115,7 +115,7 @@ export class Volume {
       remote: describeRemote(spec),
       ...(this.record.remoteRealPath && { remote_realpath: this.record.remoteRealPath }),
       connection: this.fs ? this.fs.linkState : this.restoring ? 'restoring' : this.ids.size > 0 ? 'not mounted (mount failed)' : 'unmounted',
-      ...(this.lastError && { last_error: this.lastError }),
+      ...((this.fs?.lastError ?? this.lastError) && { last_error: this.fs?.lastError ?? this.lastError }),
       mounts: this.ids.size,
       host_key: hostKey ?? (spec.strictHostKeyChecking === 'no' ? 'not checked (StrictHostKeyChecking=no)' : 'pinned at first connection'),
       read_only: spec.readOnly,
@@ -149,6 +149,7 @@ export class Volume {
         allowOther: spec.allowOther,
         readOnly: spec.readOnly,
         cacheTimeout: spec.cacheTimeout,
+        reconnectTimeoutMs: spec.reconnectTimeout * 1000,
         log: this.log,
       });
       this.lastError = undefined;

@@ -15,6 +15,8 @@ export interface OpenSpec {
   /** SFTP pflags to reopen with after a reconnect (no CREAT/TRUNC/EXCL). */
   reopenFlags: number;
   readable: boolean;
+  /** The server-side path of a mount path (the handle's path follows renames). */
+  toRemote: (path: string) => string;
 }
 
 export class FileHandle {
@@ -25,6 +27,9 @@ export class FileHandle {
   private chunks = new Map<number, Promise<Buffer>>();
   private nextSeq = -1;
   private window = 1;
+  /** Connection generation of the oldest write not yet covered by a successful fsync. */
+  private unsyncedGen?: number;
+  private reopening?: Promise<void>;
 
   constructor(
     readonly id: number,
@@ -43,8 +48,18 @@ export class FileHandle {
   private async live(): Promise<{ ch: Channels; h: Buffer }> {
     const ch = await this.session.channels();
     if (ch.gen !== this.gen) {
-      this.remote = await sftpCall.open(ch.data, this.path, this.spec.reopenFlags, {});
-      this.gen = ch.gen;
+      // A handle whose writes failed with the old link is not reopened: its
+      // error stands, and new writes must not land after a gap.
+      if (this.error) throw this.error;
+      // Concurrent reads after a reconnect share one OPEN.
+      this.reopening ??= sftpCall.open(ch.data, this.spec.toRemote(this.path), this.spec.reopenFlags, {}).then(
+        (h) => {
+          this.remote = h;
+          this.gen = ch.gen;
+        },
+      ).finally(() => (this.reopening = undefined));
+      await this.reopening;
+      if (ch.gen !== this.gen) return this.live();
     }
     return { ch, h: this.remote };
   }
@@ -61,6 +76,12 @@ export class FileHandle {
       this.session.release(len);
       throw new FsError(errnoOf(e));
     }
+    // Earlier writes may have failed with the link while this one waited for it.
+    if (this.error) {
+      this.session.release(len);
+      throw this.error;
+    }
+    this.unsyncedGen ??= ch.gen;
     // One SFTP WRITE per piece of at most maxWrite: ssh2 copies the first
     // maxWrite bytes into its packet synchronously but would read the rest
     // later from `buf`, which FUSE reclaims as soon as we answer.
@@ -97,7 +118,15 @@ export class FileHandle {
     if (this.error) throw this.error;
     if (!useExt) return;
     const { ch, h } = await this.live();
+    if (this.unsyncedGen !== undefined && this.unsyncedGen !== ch.gen) {
+      // Those writes were acknowledged by a server session that is gone; an
+      // fsync on the new one cannot vouch for them (the server may have
+      // restarted and lost its page cache), so say so, now and at close.
+      this.error = new FsError(Errno.EIO, 'writes made before the SFTP link was lost cannot be proven durable');
+      throw this.error;
+    }
     await sftpCall.fsync(ch.data, h);
+    this.unsyncedGen = undefined;
   }
 
   async fstat(): Promise<RemoteAttrs> {

@@ -21,12 +21,16 @@ export interface FsOptions {
   log: Logger;
   /** Bytes of writes queued to the server but not yet acknowledged, per mount (default 16 MiB). */
   maxInFlightBytes?: number;
+  /** How long an operation waits for a lost link to come back before failing with EIO (default 60 s). */
+  reconnectTimeoutMs?: number;
 }
 
 export type LinkState = 'connected' | 'reconnecting' | 'disconnected';
 
 export interface MountedFs {
   readonly linkState: LinkState;
+  /** Why the link is not back yet (e.g. host key mismatch naming both fingerprints); undefined while connected. */
+  readonly lastError?: string;
   /** Flush what can be flushed, detach the mount (lazily if busy), close SFTP. */
   unmount(): Promise<void>;
 }

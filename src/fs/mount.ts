@@ -3,7 +3,7 @@ import { stat } from 'node:fs/promises';
 import { execFile } from 'node:child_process';
 import Fuse from 'fuse-native';
 import { describeTarget } from '../sftp/target';
-import { SftpSession, sftpCall } from '../sftp/session';
+import { DEFAULT_RECONNECT_WAIT_MS, SftpSession, sftpCall } from '../sftp/session';
 import { AttrCache } from './attr-cache';
 import { SftpOps } from './ops';
 import type { FsOptions, MountedFs } from './index';
@@ -15,9 +15,11 @@ const MAX_IO = 128 * 1024;
  * fuse-native answers any op still pending after its timeout with ETIMEDOUT
  * (default 15 s). Data ops may legitimately wait for the in-flight cap or a
  * reconnect, so they never time out here; everything else gets longer than
- * the session's reconnect bound (60 s), which fails them with EIO first.
+ * the session's reconnect bound, which fails them with EIO first.
  */
-const TIMEOUTS: Record<string, number | false> = { default: 90_000, write: false, flush: false, fsync: false, release: false, read: false, create: false, open: false };
+function timeouts(reconnectMs: number): Record<string, number | false> {
+  return { default: reconnectMs + 30_000, write: false, flush: false, fsync: false, release: false, read: false, create: false, open: false };
+}
 
 function fuseOptions(opts: FsOptions, ttlSeconds: number): string[] {
   const kernelTtl = String(Math.min(1, ttlSeconds));
@@ -48,7 +50,8 @@ function promisify(f: (cb: (err: Error | null) => void) => void): Promise<void> 
 
 export async function mountSftpFs(opts: FsOptions): Promise<MountedFs> {
   const log = opts.log.child({ mountpoint: opts.mountpoint });
-  const session = new SftpSession(opts.target, log, { maxInFlight: opts.maxInFlightBytes });
+  const reconnectWaitMs = opts.reconnectTimeoutMs ?? DEFAULT_RECONNECT_WAIT_MS;
+  const session = new SftpSession(opts.target, log, { maxInFlight: opts.maxInFlightBytes, reconnectWaitMs });
   const ch = await session.start();
   let root: string;
   try {
@@ -72,7 +75,7 @@ export async function mountSftpFs(opts: FsOptions): Promise<MountedFs> {
   await detachStale(opts.mountpoint);
   const fuse = new Fuse(opts.mountpoint, ops.fuseOps(), {
     allowOther: opts.allowOther,
-    timeout: TIMEOUTS,
+    timeout: timeouts(reconnectWaitMs),
     extraOptions: fuseOptions(opts, ttl),
   });
   try {
@@ -86,6 +89,9 @@ export async function mountSftpFs(opts: FsOptions): Promise<MountedFs> {
   return {
     get linkState() {
       return session.state;
+    },
+    get lastError() {
+      return session.state === 'connected' ? undefined : session.lastError;
     },
     unmount: () =>
       (unmounted ??= (async () => {

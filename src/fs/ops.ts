@@ -461,7 +461,7 @@ export class SftpOps {
       this.cache.invalidate(path);
       this.dropReadahead(path);
     }
-    const h = this.handles.add((id) => new FileHandle(id, path, { path, reopenFlags, readable }, remote, ch.gen, this.session));
+    const h = this.handles.add((id) => new FileHandle(id, path, { path, reopenFlags, readable, toRemote: (p) => this.remote(p) }, remote, ch.gen, this.session));
     return h.id;
   }
 
@@ -523,7 +523,7 @@ export class SftpOps {
       // one check gives ENAMETOOLONG where a local filesystem would; OpenSSH's
       // sftp-server would answer BAD_MESSAGE, which maps to EIO.
       if (nameTooLong(path)) return cb(-Errno.ENAMETOOLONG);
-      f().then(
+      (IDEMPOTENT.has(name) ? this.session.idempotent(f) : f()).then(
         (v) => cb(0, ...ok(v)),
         (e) => {
           const n = errnoOf(e);
@@ -534,7 +534,7 @@ export class SftpOps {
     };
     // read/write report their byte count in the first callback argument.
     const io = (name: string, path: string, f: () => Promise<number>, cb: (n: number) => void) =>
-      f().then(cb, (e) => {
+      (IDEMPOTENT.has(name) ? this.session.idempotent(f) : f()).then(cb, (e) => {
         const n = errnoOf(e);
         if (n === Errno.EIO) this.log.warn({ op: name, path, err: (e as Error).message }, 'I/O error');
         cb(-n);
@@ -569,6 +569,13 @@ export class SftpOps {
     };
   }
 }
+
+/**
+ * Requests that give the same answer when sent twice, so they are re-issued
+ * after a reconnect instead of failing. Writes, creates, renames and removals
+ * are not: a repeat could act twice or hide that the first one landed.
+ */
+const IDEMPOTENT = new Set(['getattr', 'fgetattr', 'access', 'readdir', 'statfs', 'readlink', 'read']);
 
 /** NAME_MAX of Linux's local filesystems, in bytes per path component. */
 const NAME_MAX = 255;

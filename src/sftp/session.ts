@@ -12,7 +12,7 @@
 import type { Logger } from 'pino';
 import type { SFTPWrapper, Stats, FileEntry, InputAttributes } from 'ssh2';
 import { connectSsh, type SshLink } from './connect';
-import type { SshTarget } from './target';
+import { describeTarget, type SshTarget } from './target';
 
 export type LinkState = 'connected' | 'reconnecting' | 'disconnected';
 
@@ -61,9 +61,13 @@ export class SftpSession {
   private readonly maxInFlight: number;
   private readonly reconnectWaitMs: number;
   private readonly connect: NonNullable<SessionOptions['connect']>;
+  /** Times the link was lost: an idempotent request that saw this change is re-issued. */
+  private losses = 0;
+  /** Why the last reconnect attempt failed (e.g. a host key mismatch), for Status and errors. */
+  lastError?: string;
 
   constructor(
-    private readonly target: SshTarget,
+    private target: SshTarget,
     private readonly log: Logger,
     opts: SessionOptions = {},
   ) {
@@ -85,7 +89,13 @@ export class SftpSession {
       for (const s of [meta, data]) adaptToServer(s, ext);
       const lim = data as unknown as { _maxReadLen: number; _maxWriteLen: number };
       const ch: Channels = { meta, data, ext, gen: ++this.gen, maxRead: lim._maxReadLen, maxWrite: lim._maxWriteLen };
+      if (!this.target.hostKey && this.target.strictHostKeyChecking !== 'no' && link.hostKey) {
+        // accept-new without a pin: the key of the first connection is the
+        // one every reconnect must present, so a swapped server is refused.
+        this.target = { ...this.target, hostKey: link.hostKey };
+      }
       this.link = link;
+      this.lastError = undefined;
       this.current = ch;
       this.state = 'connected';
       const onDown = (why: string) => this.lost(ch, why);
@@ -108,6 +118,7 @@ export class SftpSession {
   private lost(ch: Channels, why: string): void {
     if (this.current !== ch) return;
     this.current = undefined;
+    this.losses++;
     this.link?.close();
     this.link = undefined;
     if (this.closed) return;
@@ -123,7 +134,8 @@ export class SftpSession {
         this.log.info({ attempt }, 'SFTP link re-established');
         return;
       } catch (e) {
-        this.log.warn({ err: (e as Error).message, attempt }, 'reconnect failed; retrying');
+        this.lastError = (e as Error).message;
+        this.log.warn({ err: this.lastError, attempt, retryInMs: delay }, 'reconnect failed; retrying');
         await new Promise((r) => setTimeout(r, delay));
       }
     }
@@ -139,11 +151,33 @@ export class SftpSession {
         reject,
         timer: setTimeout(() => {
           this.waiters.delete(w);
-          reject(new LinkDownError(`SFTP link down for ${this.reconnectWaitMs} ms`));
+          const why = this.lastError ? `; last reconnect attempt: ${this.lastError}` : '';
+          reject(new LinkDownError(`SFTP link to ${describeTarget(this.target)} down for ${this.reconnectWaitMs} ms${why}`));
         }, this.reconnectWaitMs),
       };
       this.waiters.add(w);
     });
+  }
+
+  /**
+   * Run a request that may safely be sent twice (stat, readdir, read...): if
+   * the link was lost while it was in flight, send it again on the next
+   * connection, until the reconnect bound runs out.
+   */
+  async idempotent<T>(fn: () => Promise<T>): Promise<T> {
+    const deadline = Date.now() + this.reconnectWaitMs;
+    for (;;) {
+      const losses = this.losses;
+      try {
+        return await fn();
+      } catch (e) {
+        if (e instanceof LinkDownError || this.closed || Date.now() > deadline) throw e;
+        // ssh2 fails a connection's requests before it reports the connection closed.
+        if (this.losses === losses && this.current) await new Promise((r) => setImmediate(r));
+        if (this.losses === losses && this.current) throw e;
+        this.log.debug({ err: (e as Error).message }, 'request lost with the link: re-issuing it after reconnect');
+      }
+    }
   }
 
   /** Wait until `bytes` more may be queued, then count them as in flight. */
