@@ -6,7 +6,7 @@
 // tsfs runs as the real daemon (node dist/main.js) driven over its plugin
 // socket, exactly as dockerd drives it, so the RSS we report is the daemon's.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startSshd, type Sshd } from '../test/helpers/sshd';
@@ -14,12 +14,18 @@ import { pluginCall } from '../test/helpers/plugin-client';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const BIG_MIB = Number(process.env.BENCH_BIG_MIB ?? 512);
+/** Run only workloads whose name matches this regex (and skip scp/RSS unless it matches them too). */
+const ONLY = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY, 'i') : undefined;
+/** Extra node flags for the daemon, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`. */
+const DAEMON_NODE_ARGS = (process.env.BENCH_DAEMON_NODE_ARGS ?? '').split(' ').filter(Boolean);
 const CIPHER = 'aes128-gcm@openssh.com';
 const WORKER = join(__dirname, 'worker.mjs');
 
 interface Mount {
   name: 'tsfs' | 'sshfs';
   dir: string;
+  /** Processes doing this mount's client-side work (daemon, or sshfs and its ssh). */
+  clientPids(): number[];
   remount(): Promise<void>;
   unmount(): Promise<void>;
 }
@@ -37,10 +43,60 @@ async function run(cmd: string, args: string[]): Promise<void> {
   });
 }
 
+// ---- CPU accounting: where the time goes, client vs server -----------------
+// utime+stime+cutime+cstime summed over a process tree counts every live and
+// every reaped descendant once (clock ticks, 100/s on Linux).
+
+function procTable(): Map<number, { ppid: number; ticks: number; cmd: string }> {
+  const t = new Map<number, { ppid: number; ticks: number; cmd: string }>();
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const st = readFileSync(`/proc/${e}/stat`, 'utf8');
+      const rest = st.slice(st.lastIndexOf(')') + 2).split(' ');
+      // rest[0] is field 3 (state): ppid field 4, utime..cstime fields 14..17
+      const ticks = Number(rest[11]) + Number(rest[12]) + Number(rest[13]) + Number(rest[14]);
+      const cmd = readFileSync(`/proc/${e}/cmdline`, 'utf8').replace(/\0/g, ' ');
+      t.set(Number(e), { ppid: Number(rest[1]), ticks, cmd });
+    } catch {
+      /* exited meanwhile */
+    }
+  }
+  return t;
+}
+
+function treeTicks(roots: number[], table = procTable()): number {
+  const seen = new Set(roots.filter((p) => table.has(p)));
+  let grew = true;
+  while (grew) {
+    grew = false;
+    for (const [pid, p] of table) if (!seen.has(pid) && seen.has(p.ppid)) { seen.add(pid); grew = true; }
+  }
+  let n = 0;
+  for (const pid of seen) n += table.get(pid)!.ticks;
+  return n;
+}
+
+let cpuContext: { mount: Mount; serverPid: number } | undefined;
+const cpuLog: Record<string, { client: number; server: number }> = {};
+
 async function timed(fn: () => Promise<void>): Promise<number> {
+  const ctx = cpuContext;
+  const snap = () => {
+    const t = procTable();
+    return ctx ? { client: treeTicks(ctx.mount.clientPids(), t), server: treeTicks([ctx.serverPid], t) } : undefined;
+  };
+  const c0 = snap();
   const t0 = process.hrtime.bigint();
   await fn();
-  return Number(process.hrtime.bigint() - t0) / 1e9;
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  const c1 = snap();
+  if (ctx && c0 && c1) {
+    const acc = (cpuLog[ctx.mount.name] ??= { client: 0, server: 0 });
+    acc.client += (c1.client - c0.client) / 100;
+    acc.server += (c1.server - c0.server) / 100;
+  }
+  return secs;
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -57,7 +113,13 @@ async function mountSshfs(sshd: Sshd, remote: string, dir: string): Promise<Moun
   const up = () => run('sshfs', args);
   const down = () => run('fusermount3', ['-u', dir]);
   await up();
-  return { name: 'sshfs', dir, remount: async () => { await down(); await up(); }, unmount: down };
+  // sshfs daemonizes after starting ssh, so both end up children of init:
+  // find sshfs by its mountpoint and ssh by this sshd's port.
+  const clientPids = () =>
+    [...procTable()]
+      .filter(([, p]) => (p.cmd.startsWith('sshfs ') && p.cmd.includes(` ${dir} `)) || (p.cmd.startsWith('ssh ') && p.cmd.includes(`-oPort=${sshd.port} `) && p.cmd.endsWith(' sftp ')))
+      .map(([pid]) => pid);
+  return { name: 'sshfs', dir, clientPids, remount: async () => { await down(); await up(); }, unmount: down };
 }
 
 class Daemon {
@@ -67,7 +129,7 @@ class Daemon {
     this.socket = join(root, 'tsfs.sock');
   }
   async start(): Promise<void> {
-    this.proc = spawn(process.execPath, [join(__dirname, '..', 'dist', 'main.js')], {
+    this.proc = spawn(process.execPath, [...DAEMON_NODE_ARGS, join(__dirname, '..', 'dist', 'main.js')], {
       env: {
         ...process.env,
         TSFS_SOCKET: this.socket,
@@ -90,7 +152,7 @@ class Daemon {
     const up = async () => (await pluginCall(this.socket, 'VolumeDriver.Mount', { Name: name, ID: `bench-${++id}` })).Mountpoint as string;
     const down = () => pluginCall(this.socket, 'VolumeDriver.Unmount', { Name: name, ID: `bench-${id}` }).then(() => undefined);
     const dir = await up();
-    return { name: 'tsfs', dir, remount: async () => { await down(); await up(); }, unmount: down };
+    return { name: 'tsfs', dir, clientPids: () => [this.proc.pid!], remount: async () => { await down(); await up(); }, unmount: down };
   }
   /** Peak and current resident set of the daemon, MiB. */
   rss(): { peak: number; now: number } {
@@ -190,11 +252,16 @@ async function main(): Promise<void> {
     mounts.push(tsfs, sshfs);
 
     const results: string[] = [];
+    const serverPid = Number(readFileSync(join(sshd.dir, 'sshd.pid'), 'utf8'));
     for (const w of workloads(bigFile, treeName)) {
+      if (ONLY && !ONLY.test(w.name)) continue;
       const times: Record<string, number[]> = { tsfs: [], sshfs: [] };
+      for (const k of Object.keys(cpuLog)) delete cpuLog[k];
       for (let r = 0; r < ROUNDS; r++) {
         for (const m of r % 2 === 0 ? [tsfs, sshfs] : [sshfs, tsfs]) {
+          cpuContext = { mount: m, serverPid };
           times[m.name].push(await w.run(m, `r${r}-${w.name.replace(/\W+/g, '_').slice(0, 20)}`));
+          cpuContext = undefined;
         }
       }
       const [a, b] = [median(times.tsfs), median(times.sshfs)];
@@ -202,16 +269,30 @@ async function main(): Promise<void> {
         w.unit === 'MB/s'
           ? `${w.name}: tsfs ${(w.bytes! / a / 1e6).toFixed(1)} MB/s, sshfs ${(w.bytes! / b / 1e6).toFixed(1)} MB/s, speed ratio ${(b / a).toFixed(2)}x`
           : `${w.name}: tsfs ${a.toFixed(2)} s, sshfs ${b.toFixed(2)} s, time ratio ${(a / b).toFixed(2)} (speed ${(b / a).toFixed(2)}x)`;
-      console.log(line);
+      const cpu = (n: string) => `${(cpuLog[n].client / ROUNDS).toFixed(2)}/${(cpuLog[n].server / ROUNDS).toFixed(2)}`;
+      console.log(`${line}  [CPU s per run, client/sshd: tsfs ${cpu('tsfs')}, sshfs ${cpu('sshfs')}]`);
       results.push(line);
     }
 
+    if (process.env.BENCH_THREADS) {
+      // Which daemon threads burn the CPU: main (JS, ssh2 crypto), libuv pool, libfuse workers.
+      const byComm = new Map<string, number>();
+      for (const t of readdirSync(`/proc/${daemon.proc.pid}/task`)) {
+        const st = readFileSync(`/proc/${daemon.proc.pid}/task/${t}/stat`, 'utf8');
+        const comm = st.slice(st.indexOf('(') + 1, st.lastIndexOf(')'));
+        const rest = st.slice(st.lastIndexOf(')') + 2).split(' ');
+        const key = t === String(daemon.proc.pid) ? 'main' : comm;
+        byComm.set(key, (byComm.get(key) ?? 0) + (Number(rest[11]) + Number(rest[12])) / 100);
+      }
+      console.log('daemon CPU s by thread:', JSON.stringify(Object.fromEntries(byComm)));
+    }
     const scp = [];
-    for (let r = 0; r < ROUNDS; r++) {
+    for (let r = 0; r < (ONLY && !ONLY.test('scp') ? 0 : ROUNDS); r++) {
       scp.push(await timed(() => run('scp', ['-q', '-c', CIPHER, '-i', sshd.userKeyPath, '-P', String(sshd.port), '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', bigFile, `${sshd.user}@${sshd.host}:${join(sshd.storeDir, 'scp.bin')}`])));
     }
-    console.log(`scp ${BIG_MIB} MiB (the raw limit): ${((BIG_MIB << 20) / median(scp) / 1e6).toFixed(1)} MB/s`);
+    if (scp.length) console.log(`scp ${BIG_MIB} MiB (the raw limit): ${((BIG_MIB << 20) / median(scp) / 1e6).toFixed(1)} MB/s`);
 
+    if (ONLY && !ONLY.test('rss')) return;
     // Memory: 8 volumes mounted and busy at once.
     const eight = await Promise.all(Array.from({ length: 8 }, (_, i) => { mkdirSync(join(sshd.storeDir, `v${i}`)); return daemon.volume(`mem${i}`, join(sshd.storeDir, `v${i}`)); }));
     mounts.push(...eight);
