@@ -33,8 +33,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const rssKiB = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
 
-function surfaced(kind: string): void {
+function surfaced(kind: string, volume?: string): void {
   stats.errors++;
+  if (process.env.SOAK_VERBOSE) console.log(`${new Date().toISOString()} error ${kind} ${volume ?? ''}`);
   errorKinds.set(kind, (errorKinds.get(kind) ?? 0) + 1);
 }
 
@@ -84,8 +85,28 @@ async function main(): Promise<void> {
   const deadline = t0 + MINUTES * 60_000;
   let seq = 0;
 
+  // One worker per file at a time: a read racing another worker's rewrite
+  // would see either version, which is not corruption but looks like it.
+  const busy = new Set<string>();
+  const claim = (Name: string, file: string) => {
+    const k = `${Name}/${file}`;
+    if (busy.has(k)) return undefined;
+    busy.add(k);
+    return () => busy.delete(k);
+  };
+
   const writeOne = async (Name: string, i: number) => {
     const file = `f${seq++ % 40}.bin`;
+    const free = claim(Name, file);
+    if (!free) return;
+    try {
+      await writeUnclaimed(Name, i, file);
+    } finally {
+      free();
+    }
+  };
+
+  const writeUnclaimed = async (Name: string, i: number, file: string) => {
     const data = randomBytes((1 + rand(8)) * 1024 * 1024);
     stats.writes++;
     let fh;
@@ -98,7 +119,7 @@ async function main(): Promise<void> {
     } catch (e) {
       await fh?.close().catch(() => undefined);
       known.get(Name)!.delete(file);
-      surfaced(`write ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      surfaced(`write ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, Name);
       return;
     }
     const onServer = await readFile(join(sshd.storeDir, `v${i}`, file));
@@ -115,17 +136,26 @@ async function main(): Promise<void> {
     const files = [...known.get(Name)!.keys()];
     if (files.length === 0) return;
     const file = files[rand(files.length)];
+    const free = claim(Name, file);
+    if (!free) return;
+    try {
+      await readUnclaimed(Name, i, file);
+    } finally {
+      free();
+    }
+  };
+
+  const readUnclaimed = async (Name: string, i: number, file: string) => {
     stats.reads++;
     let got: Buffer;
     try {
       got = await readFile(join(mountpoints.get(Name)!, file));
     } catch (e) {
-      surfaced(`read ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      surfaced(`read ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, Name);
       return;
     }
-    // Another worker may have rewritten it meanwhile: compare with the server now.
     const server = await readFile(join(sshd.storeDir, `v${i}`, file));
-    if (sha(got) !== sha(server) && known.get(Name)!.get(file) === sha(server)) {
+    if (sha(got) !== sha(server)) {
       stats.corrupt++;
       console.error(`CORRUPT read ${Name}/${file}`);
       return;
@@ -166,6 +196,7 @@ async function main(): Promise<void> {
     while (Date.now() < deadline - 20_000) {
       await sleep(10_000 + rand(20_000));
       const f = rand(3);
+      if (process.env.SOAK_VERBOSE) console.log(`${new Date().toISOString()} fault ${['cut', 'stall', 'sshd restart'][f]}`);
       if (f === 0) {
         proxy.cut();
         stats.faults.cut++;

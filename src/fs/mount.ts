@@ -18,7 +18,8 @@ const MAX_IO = 128 * 1024;
  * the session's reconnect bound, which fails them with EIO first.
  */
 function timeouts(reconnectMs: number): Record<string, number | false> {
-  return { default: reconnectMs + 30_000, write: false, flush: false, fsync: false, release: false, read: false, create: false, open: false };
+  // An idempotent op may wait for the link, lose it again and wait once more.
+  return { default: 2 * reconnectMs + 30_000, write: false, flush: false, fsync: false, release: false, read: false, create: false, open: false };
 }
 
 function fuseOptions(opts: FsOptions, ttlSeconds: number): string[] {

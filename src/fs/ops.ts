@@ -594,10 +594,12 @@ export class SftpOps {
 
 /**
  * Requests that give the same answer when sent twice, so they are re-issued
- * after a reconnect instead of failing. Writes, creates, renames and removals
- * are not: a repeat could act twice or hide that the first one landed.
+ * after a reconnect instead of failing. open (never O_CREAT/O_EXCL: that is
+ * create) may truncate twice, before any write through the new handle.
+ * Writes, creates, renames and removals are not: a repeat could act twice or
+ * hide that the first one landed.
  */
-const IDEMPOTENT = new Set(['getattr', 'fgetattr', 'access', 'readdir', 'statfs', 'readlink', 'read']);
+const IDEMPOTENT = new Set(['getattr', 'fgetattr', 'access', 'readdir', 'statfs', 'readlink', 'read', 'open']);
 
 /** NAME_MAX of Linux's local filesystems, in bytes per path component. */
 const NAME_MAX = 255;

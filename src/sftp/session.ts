@@ -84,7 +84,14 @@ export class SftpSession {
   private async open(): Promise<Channels> {
     const link = await this.connect(this.target, (m) => this.log.warn(m));
     try {
-      const [meta, data] = await Promise.all([link.openSftp(), link.openSftp()]);
+      // Bounded like the handshake: a link that stalls right after it must not hang the reconnect loop.
+      let timer: NodeJS.Timeout | undefined;
+      const [meta, data] = await Promise.race([
+        Promise.all([link.openSftp(), link.openSftp()]),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`SFTP channels not opened within ${this.target.connectTimeout} ms`)), this.target.connectTimeout);
+        }),
+      ]).finally(() => clearTimeout(timer));
       const ext = link.extensionsOf(meta);
       for (const s of [meta, data]) adaptToServer(s, ext);
       const lim = data as unknown as { _maxReadLen: number; _maxWriteLen: number };
