@@ -164,12 +164,9 @@ export class Driver implements VolumeDriver {
     const swept = this.detachStaleMounts();
     const jobs = [...this.volumes.values()]
       .filter((v) => v.mountIds.length > 0)
-      .map((v) =>
-        this.withLock(v.name, async () => {
-          await swept;
-          await v.restore();
-        }).then(() => this.save()),
-      );
+      // Not behind the sweep: each volume detaches its own stale mount first,
+      // and the sweep detaches only dead (ENOTCONN) mounts, never a live one.
+      .map((v) => this.withLock(v.name, () => v.restore()).then(() => this.save()));
     return Promise.allSettled([swept, ...jobs]).then(() => undefined);
   }
 
@@ -194,7 +191,9 @@ export class Driver implements VolumeDriver {
     if (under.length === 0) return;
     const { detachStale } = await import('./fs/index');
     for (const mp of under) {
-      if (await detachStale(mp).catch(() => false)) this.deps.log.warn({ mountpoint: mp }, 'detached a dead FUSE mount left by a previous run');
+      if (!(await detachStale(mp).catch(() => false))) continue;
+      const log = [...this.volumes.values()].find((v) => v.mountpoint === mp)?.log ?? this.deps.log;
+      log.warn({ mountpoint: mp }, 'stale FUSE mount found (Transport endpoint is not connected): detached it lazily');
     }
   }
 
