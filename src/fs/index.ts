@@ -19,7 +19,7 @@ export interface FsOptions {
   /** Seconds a cached attribute or directory listing may be served (sshfs: 20). */
   cacheTimeout: number;
   log: Logger;
-  /** Bytes of writes queued to the server but not yet acknowledged, per mount (default 16 MiB). */
+  /** Bytes of writes queued to the server but not yet acknowledged, per mount (default 2 MiB, the SSH channel window). */
   maxInFlightBytes?: number;
   /** How long an operation waits for a lost link to come back before failing with EIO (default 60 s). */
   reconnectTimeoutMs?: number;

@@ -105,7 +105,11 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
       'LogLevel ERROR',
       'MaxSessions 64',
       'MaxStartups 100:30:200',
-      `Subsystem sftp ${opts.sftpServer ?? '/usr/lib/openssh/sftp-server'}`,
+      // internal-sftp is OpenSSH's sftp-server code run inside sshd: an
+      // external sftp-server is started through the user's login shell, and
+      // root's .bashrc on these machines (pyenv) costs ~0.6 s of CPU per
+      // channel, which made 8 parallel mounts time out on a loaded box.
+      `Subsystem sftp ${opts.sftpServer ?? 'internal-sftp'}`,
       opts.extraConfig ?? '',
     ].join('\n') + '\n',
   );
