@@ -72,6 +72,7 @@ deps:
 
 test: deps
 	npm run build
+	npm run typecheck
 	npm test
 
 demo:

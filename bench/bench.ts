@@ -10,7 +10,7 @@ import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, existsSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startSshd, type Sshd } from '../test/helpers/sshd';
-import { pluginCall } from '../test/helpers/plugin-client';
+import { pluginCall } from '../test/helpers/daemon';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const BIG_MIB = Number(process.env.BENCH_BIG_MIB ?? 512);

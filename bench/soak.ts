@@ -15,7 +15,7 @@ import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { open, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { callSocket } from '../test/helpers/daemon';
+import { pluginCall } from '../test/helpers/daemon';
 import { startProxy } from '../test/helpers/proxy';
 import { removeSshdDir, startSshd } from '../test/helpers/sshd';
 
@@ -53,11 +53,7 @@ async function main(): Promise<void> {
     env: { PATH: process.env.PATH, TSFS_SOCKET: socket, TSFS_STATE_DIR: join(dir, 'state'), TSFS_MOUNT_ROOT: join(dir, 'volumes'), TSFS_SSH_DIR: join(dir, 'ssh'), LOG_LEVEL: process.env.SOAK_LOG_LEVEL ?? 'info' },
     stdio: ['ignore', openSync(DAEMON_LOG, 'w'), 'inherit'],
   });
-  const call = async (endpoint: string, body: unknown) => {
-    const a = await callSocket(socket, endpoint, body);
-    if (a.json.Err) throw new Error(String(a.json.Err));
-    return a.json;
-  };
+  const call = (endpoint: string, body: unknown) => pluginCall(socket, endpoint.replace(/^\//, ''), body);
   for (let i = 0; i < 200; i++) {
     try {
       await call('/Plugin.Activate', undefined);

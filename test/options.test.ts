@@ -84,7 +84,7 @@ describe('good option lines', () => {
 
 describe("vieux/sshfs's documented lines work unchanged", () => {
   // From vieux/docker-volume-sshfs README and integration tests.
-  it.each([
+  it.each<Record<string, string>>([
     { sshcmd: 'test@node2:/home/test', password: 'testpassword' },
     { sshcmd: 'root@localhost:/tmp', password: 'Docker', port: '2222' },
     { sshcmd: 'root@localhost:/tmp', IdentityFile: '/root/.ssh/id_rsa', port: '2222' },

@@ -110,6 +110,13 @@ export function callSocket(socket: string, endpoint: string, body?: unknown, opt
   });
 }
 
+/** callSocket for scripts: `endpoint` without the slash; throws the daemon's Err. */
+export async function pluginCall(socket: string, endpoint: string, body: unknown = {}): Promise<Record<string, unknown>> {
+  const a = await callSocket(socket, `/${endpoint}`, body);
+  if (a.json.Err || a.status !== 200) throw new Error(`${endpoint}: ${String(a.json.Err ?? a.text)}`);
+  return a.json;
+}
+
 export async function startDaemon(o: DaemonOptions = {}): Promise<DaemonProc> {
   const dist = await buildDist();
   const dir = o.dir ?? mkdtempSync(join(tmpdir(), 'tsfs-daemon-'));

@@ -59,18 +59,20 @@ export async function startProxy(targetPort: number, targetHost = '127.0.0.1'): 
   const addr = server.address();
   const port = typeof addr === 'object' && addr ? addr.port : 0;
 
+  const cut = () => {
+    for (const [a, b] of [...pairs]) {
+      a.destroy();
+      b.destroy();
+    }
+    pairs.clear();
+  };
+
   return {
     port,
     get accepted() {
       return accepted;
     },
-    cut() {
-      for (const [a, b] of [...pairs]) {
-        a.destroy();
-        b.destroy();
-      }
-      pairs.clear();
-    },
+    cut,
     stall(on) {
       stalled = on;
       for (const [a, b] of pairs) {
@@ -87,7 +89,7 @@ export async function startProxy(targetPort: number, targetHost = '127.0.0.1'): 
       refusing = on;
     },
     close() {
-      this.cut();
+      cut();
       return new Promise((resolve) => server.close(() => resolve()));
     },
   };
