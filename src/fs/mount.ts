@@ -100,7 +100,10 @@ export async function mountSftpFs(opts: FsOptions): Promise<MountedFs> {
     unmount: () =>
       (unmounted ??= (async () => {
         // Give queued writes a bounded chance to land before the link goes.
-        await Promise.race([ops.drainAll(), new Promise((r) => setTimeout(r, 30_000).unref())]);
+        // At most 2 MiB is queued per mount, so a live link drains in well
+        // under a second; a dead one would not replay them anyway. 5 s keeps
+        // a SIGTERM shutdown inside Docker's 10 s (main.ts exits at 8 s).
+        await Promise.race([ops.drainAll(), new Promise((r) => setTimeout(r, 5_000).unref())]);
         try {
           await promisify((cb) => fuse.unmount(cb));
         } catch (e) {
