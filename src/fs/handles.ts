@@ -117,15 +117,21 @@ export class FileHandle {
     await this.drain();
     if (this.error) throw this.error;
     if (!useExt) return;
-    const { ch, h } = await this.live();
-    if (this.unsyncedGen !== undefined && this.unsyncedGen !== ch.gen) {
-      // Those writes were acknowledged by a server session that is gone; an
-      // fsync on the new one cannot vouch for them (the server may have
-      // restarted and lost its page cache), so say so, now and at close.
-      this.error = new FsError(Errno.EIO, 'writes made before the SFTP link was lost cannot be proven durable');
+    try {
+      const { ch, h } = await this.live();
+      if (this.unsyncedGen !== undefined && this.unsyncedGen !== ch.gen) {
+        // Those writes were acknowledged by a server session that is gone; an
+        // fsync on the new one cannot vouch for them (the server may have
+        // restarted and lost its page cache).
+        throw new FsError(Errno.EIO, 'writes made before the SFTP link was lost cannot be proven durable');
+      }
+      await sftpCall.fsync(ch.data, h);
+    } catch (e) {
+      // Whatever made fsync fail (that, a failed reopen, the server's answer)
+      // leaves the data unproven: close must report it too, not succeed.
+      this.error ??= e instanceof FsError ? e : new FsError(errnoOf(e), (e as Error).message);
       throw this.error;
     }
-    await sftpCall.fsync(ch.data, h);
     this.unsyncedGen = undefined;
   }
 
