@@ -84,22 +84,21 @@ async function main(): Promise<void> {
   // One worker per file at a time: a read racing another worker's rewrite
   // would see either version, which is not corruption but looks like it.
   const busy = new Set<string>();
-  const claim = (Name: string, file: string) => {
+  /** Run fn on the file unless another worker holds it (then skip this turn). */
+  const exclusive = async (Name: string, file: string, fn: () => Promise<void>) => {
     const k = `${Name}/${file}`;
-    if (busy.has(k)) return undefined;
+    if (busy.has(k)) return;
     busy.add(k);
-    return () => busy.delete(k);
+    try {
+      await fn();
+    } finally {
+      busy.delete(k);
+    }
   };
 
-  const writeOne = async (Name: string, i: number) => {
+  const writeOne = (Name: string, i: number) => {
     const file = `f${seq++ % 40}.bin`;
-    const free = claim(Name, file);
-    if (!free) return;
-    try {
-      await writeUnclaimed(Name, i, file);
-    } finally {
-      free();
-    }
+    return exclusive(Name, file, () => writeUnclaimed(Name, i, file));
   };
 
   const writeUnclaimed = async (Name: string, i: number, file: string) => {
@@ -132,13 +131,7 @@ async function main(): Promise<void> {
     const files = [...known.get(Name)!.keys()];
     if (files.length === 0) return;
     const file = files[rand(files.length)];
-    const free = claim(Name, file);
-    if (!free) return;
-    try {
-      await readUnclaimed(Name, i, file);
-    } finally {
-      free();
-    }
+    await exclusive(Name, file, () => readUnclaimed(Name, i, file));
   };
 
   const readUnclaimed = async (Name: string, i: number, file: string) => {
