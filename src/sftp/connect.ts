@@ -70,6 +70,11 @@ export function connectSsh(target: SshTarget, onWarn?: (msg: string) => void): P
       client.end();
       reject(err);
     };
+    // Nagle off: SFTP is request/response with small requests (READ, the
+    // channel's WINDOW_ADJUST); with Nagle a small packet waits for the ACK of
+    // the previous one, which the peer delays up to 40 ms. Measured: reads
+    // stalled 35-40 ms every ~10 chunks, 53 MB/s for 64 MiB.
+    client.once('connect', () => client.setNoDelay(true));
     client.once('ready', () => {
       if (settled) return;
       settled = true;
