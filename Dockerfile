@@ -41,4 +41,5 @@ COPY --from=build /app/node_modules /app/node_modules
 COPY --from=build /app/dist /app/dist
 ENV NODE_ENV=production
 # The daemon handles SIGTERM (unmounts, saves state) and reaps its children.
-CMD ["node", "/app/dist/main.js"]
+# The node flags: src/node-flags.ts (config.json's entrypoint has the same).
+CMD ["node", "--initial-old-space-size=128", "/app/dist/main.js"]

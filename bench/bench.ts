@@ -11,12 +11,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startSshd, type Sshd } from '../test/helpers/sshd';
 import { pluginCall } from '../test/helpers/daemon';
+import { DAEMON_NODE_FLAGS } from '../src/node-flags';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const BIG_MIB = Number(process.env.BENCH_BIG_MIB ?? 512);
 /** Run only workloads whose name matches this regex (and skip scp/RSS unless it matches them too). */
 const ONLY = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY, 'i') : undefined;
-/** Extra node flags for the daemon, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`. */
+/** Extra node flags for the daemon (after DAEMON_NODE_FLAGS, so they can override them), e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`. */
 const DAEMON_NODE_ARGS = (process.env.BENCH_DAEMON_NODE_ARGS ?? '').split(' ').filter(Boolean);
 const CIPHER = 'aes128-gcm@openssh.com';
 const WORKER = join(__dirname, 'worker.mjs');
@@ -129,7 +130,7 @@ class Daemon {
     this.socket = join(root, 'tsfs.sock');
   }
   async start(): Promise<void> {
-    this.proc = spawn(process.execPath, [...DAEMON_NODE_ARGS, join(__dirname, '..', 'dist', 'main.js')], {
+    this.proc = spawn(process.execPath, [...DAEMON_NODE_FLAGS, ...DAEMON_NODE_ARGS, join(__dirname, '..', 'dist', 'main.js')], {
       env: {
         ...process.env,
         TSFS_SOCKET: this.socket,

@@ -1,6 +1,7 @@
-// Entrypoint: `node dist/main.js`. The socket listens first (dockerd gives a
-// plugin about 10 s to answer Plugin.Activate); remounting volumes that were
-// in use happens in the background afterwards.
+// Entrypoint: `node --initial-old-space-size=128 dist/main.js` (why that
+// flag: node-flags.ts). The socket listens first (dockerd gives a plugin about
+// 10 s to answer Plugin.Activate); remounting volumes that were in use happens
+// in the background afterwards.
 import { chmod, mkdir, unlink } from 'node:fs/promises';
 import { createServer, type Server, type ServerOptions } from 'node:http';
 import { dirname } from 'node:path';
@@ -10,6 +11,7 @@ import { loadConfig, type Config } from './config';
 import { Driver } from './driver';
 import type { MountFs } from './fs/index';
 import { makeLogger } from './log';
+import { DAEMON_NODE_FLAGS, missingNodeFlags } from './node-flags';
 import { StateStore } from './state';
 
 export interface Daemon {
@@ -84,6 +86,10 @@ export async function main(mountFs: MountFs = lazyMountSftpFs): Promise<void> {
     process.exit(2);
   }
   const log = makeLogger(config.logLevel);
+  const missing = missingNodeFlags();
+  if (missing.length > 0) {
+    log.warn({ missing, expected: `node ${DAEMON_NODE_FLAGS.join(' ')} dist/main.js` }, 'started without the node flags tsfs needs: reads and writes may run at half speed (V8 mark-compact storms)');
+  }
   let daemon: Daemon;
   try {
     daemon = await startDaemon(config, log, mountFs);

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config';
+import { DAEMON_NODE_FLAGS } from '../src/node-flags';
 import { parseOptions } from '../src/options';
 
 const REPO = join(__dirname, '..');
@@ -63,12 +64,20 @@ describe('docs/examples', () => {
   });
 });
 
+describe('node flags (src/node-flags.ts): every shipped launcher passes them', () => {
+  it('the Dockerfile\'s CMD and package.json\'s start script', () => {
+    const cmd = read('Dockerfile').match(/^CMD (\[.*\])$/m);
+    expect(JSON.parse(cmd![1])).toEqual(['node', ...DAEMON_NODE_FLAGS, '/app/dist/main.js']);
+    expect(json('package.json').scripts.start).toBe(['node', ...DAEMON_NODE_FLAGS, 'dist/main.js'].join(' '));
+  });
+});
+
 describe('config.json (the managed plugin)', () => {
   const cfg = json('config.json');
   const defaults = loadConfig({});
 
   it('runs the daemon as a volume driver on the socket the daemon listens on', () => {
-    expect(cfg.entrypoint).toEqual(['node', '/app/dist/main.js']);
+    expect(cfg.entrypoint).toEqual(['node', ...DAEMON_NODE_FLAGS, '/app/dist/main.js']);
     expect(cfg.interface.types).toEqual(['docker.volumedriver/1.0']);
     expect(cfg.interface.socket).toBe(basename(defaults.socket));
     expect(defaults.socket).toBe(`/run/docker/plugins/${cfg.interface.socket}`);

@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:f
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { DAEMON_NODE_FLAGS } from '../../src/node-flags';
 
 const REPO = resolve(__dirname, '../..');
 
@@ -128,7 +129,7 @@ export async function startDaemon(o: DaemonOptions = {}): Promise<DaemonProc> {
   mkdirSync(sshDir, { recursive: true });
   const entry = o.marker ? join(__dirname, 'marker-daemon.cjs') : join(dist, 'main.js');
   const start = Date.now();
-  const proc = spawn(process.execPath, [entry], {
+  const proc = spawn(process.execPath, [...DAEMON_NODE_FLAGS, entry], {
     env: {
       PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
       TSFS_SOCKET: socket,

@@ -1,0 +1,38 @@
+// Node/V8 flags the daemon must be started with: `node <DAEMON_NODE_FLAGS> dist/main.js`.
+// They size the heap, which V8 sets up before any of our code runs: a
+// v8.setFlagsFromString() from main.ts comes too late (checked: the limits do
+// not change) and NODE_OPTIONS refuses them. So every launcher passes them:
+// config.json's entrypoint, the Dockerfile's CMD and package.json's start
+// script (test/docs.test.ts holds those to this list), the tests' and the
+// benches' spawns (they import it); main() warns when they are missing.
+//
+// --initial-old-space-size=128: no full GC while the old generation (plus the
+// ArrayBuffer memory allocated since the last full GC, see below) is under
+// 128 MB. Without it a busy mount runs a mark-compact every ~30 ms, 50-100 per
+// 256 MiB read or written, each freeing nothing, and the daemon's CPU doubles
+// and its throughput halves, in about one run of three. The mechanism (V8 11):
+// - V8 charges the ArrayBuffer backing-store bytes allocated since the last
+//   mark-compact against the old generation's allocation limit, and starts
+//   incremental marking once the room left is under the new space's
+//   capacity.
+// - Every 128 KiB of file data allocates several backing stores (socket reads,
+//   ssh2 packets, the readahead chunk). They die young but are freed only by a
+//   scavenge, which V8 forces when young backing stores reach 32 MB: the
+//   external total saw-tooths between ~17 and ~50 MB (--trace-gc-verbose).
+// - The JS heap is ~12 MB and promotes little, so each mark-compact measures a
+//   fast GC against a slow mutator and lowers the heap-growing factor (4.0,
+//   2.9, 2.0, 1.6 ... 1.1); the limit bottoms out at old size + 16 MB (V8's
+//   minimum step plus the new space), and from then on every saw tooth
+//   starts marking again. A mark-compact cannot free
+//   young backing stores, so it never breaks the loop.
+// A floor of 128 MB leaves ~100 MB for the saw tooth. It costs memory only
+// while the heap is small: garbage the old generation accumulates (promoted at
+// a few MB/s of I/O) waits until ~80-110 MB for a full GC, where it would
+// otherwise be collected at ~30-50 MB. A heap with more live data than that
+// gets V8's ordinary limits.
+export const DAEMON_NODE_FLAGS: readonly string[] = ['--initial-old-space-size=128'];
+
+/** The flags this process was started without (they must come before the script, as node options). */
+export function missingNodeFlags(execArgv: readonly string[] = process.execArgv): string[] {
+  return DAEMON_NODE_FLAGS.filter((f) => !execArgv.includes(f));
+}
