@@ -3,7 +3,7 @@
 // files land in the server's directory, refcounted by mount IDs, unmounted on
 // SIGTERM and restored on restart. Skipped while src/fs is still the stub.
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { removeDaemonDir, removeDist, startDaemon, type DaemonProc } from './helpers/daemon';
@@ -62,7 +62,8 @@ describe.skipIf(stub)('production daemon with the SFTP filesystem', () => {
   it('after a crash (SIGKILL) the dead FUSE mount is detached and the volume remounted on restart', async () => {
     const mp = join(d.mountRoot, 'store');
     expect(await d.stop('SIGKILL')).toEqual({ code: null, signal: 'SIGKILL' });
-    const dead = await stat(mp).then(() => 'alive', (e: NodeJS.ErrnoException) => e.code);
+    // What `ls` of the volume shows a container once its FUSE server is gone.
+    const dead = await readdir(mp).then(() => 'alive', (e: NodeJS.ErrnoException) => e.code);
     expect(dead).toBe('ENOTCONN');
     d = await startDaemon({ dir });
     for (let i = 0; i < 200 && (await status('store')).connection !== 'connected'; i++) await new Promise((r) => setTimeout(r, 50));

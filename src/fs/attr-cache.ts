@@ -23,6 +23,17 @@ interface Entry<T> {
   expires: number;
 }
 
+/**
+ * A copy of the attribute entries kept where the kernel's getattr lands first
+ * (fuse-native's C table, see patches/): it is told every set, delete and
+ * clear, in order, so it never holds what this cache has dropped.
+ */
+export interface AttrMirror {
+  set(path: string, attrs: RemoteAttrs, expiresAt: number): void;
+  delete(path: string): void;
+  clear(): void;
+}
+
 export type Lookup = { kind: 'hit'; attrs: RemoteAttrs } | { kind: 'absent' } | { kind: 'miss' };
 
 export class AttrCache {
@@ -32,7 +43,15 @@ export class AttrCache {
   /** Names seen with st_nlink > 1: changing their data changes every other name's attributes. */
   private linked = new Set<string>();
 
+  private mirror?: AttrMirror;
+
   constructor(private readonly ttlMs: number, private readonly now: () => number = Date.now) {}
+
+  /** Mirror every attribute entry from now on (set before the first entry). */
+  mirrorTo(m: AttrMirror | undefined): void {
+    this.mirror = m;
+    m?.clear();
+  }
 
   get enabled(): boolean {
     return this.ttlMs > 0;
@@ -54,8 +73,7 @@ export class AttrCache {
 
   put(path: string, attrs: RemoteAttrs): void {
     if (!this.enabled) return;
-    this.attrs.set(path, { value: attrs, expires: this.now() + this.ttlMs });
-    if ((attrs.nlink ?? 1) > 1) this.linked.add(path);
+    this.setAttr(path, attrs, this.now() + this.ttlMs);
   }
 
   putListing(dir: string, entries: { name: string; attrs: RemoteAttrs }[]): void {
@@ -63,9 +81,7 @@ export class AttrCache {
     const expires = this.now() + this.ttlMs;
     this.listings.set(dir, { value: new Set(entries.map((e) => e.name)), expires });
     for (const e of entries) {
-      const p = posix.join(dir, e.name);
-      this.attrs.set(p, { value: e.attrs, expires });
-      if ((e.attrs.nlink ?? 1) > 1) this.linked.add(p);
+      this.setAttr(posix.join(dir, e.name), e.attrs, expires);
     }
   }
 
@@ -74,18 +90,18 @@ export class AttrCache {
     // Other names of a hard-linked file are unknown (SFTP has no inode
     // numbers): forget everything rather than serve their old size.
     if (this.linked.has(path)) this.clear();
-    else this.attrs.delete(path);
+    else this.deleteAttr(path);
   }
 
   /** A name appeared in its directory through this mount. */
   added(path: string): void {
-    this.attrs.delete(path);
+    this.deleteAttr(path);
     this.changedDir(path, (names, base) => names.add(base));
   }
 
   /** A name disappeared through this mount; for a directory, everything under it goes too. */
   removed(path: string): void {
-    this.attrs.delete(path);
+    this.deleteAttr(path);
     this.dropTree(path);
     this.changedDir(path, (names, base) => names.delete(base));
   }
@@ -99,11 +115,22 @@ export class AttrCache {
     this.attrs.clear();
     this.listings.clear();
     this.linked.clear();
+    this.mirror?.clear();
+  }
+
+  private setAttr(path: string, attrs: RemoteAttrs, expires: number): void {
+    this.attrs.set(path, { value: attrs, expires });
+    if ((attrs.nlink ?? 1) > 1) this.linked.add(path);
+    this.mirror?.set(path, attrs, expires);
+  }
+
+  private deleteAttr(path: string): void {
+    if (this.attrs.delete(path)) this.mirror?.delete(path);
   }
 
   private changedDir(path: string, f: (names: Set<string>, base: string) => void): void {
     const dir = posix.dirname(path);
-    this.attrs.delete(dir); // its mtime, size and link count changed
+    this.deleteAttr(dir); // its mtime, size and link count changed
     const l = this.listings.get(dir);
     if (l) f(l.value, posix.basename(path));
   }
@@ -111,7 +138,7 @@ export class AttrCache {
   private dropTree(path: string): void {
     const prefix = path.endsWith('/') ? path : path + '/';
     this.listings.delete(path);
-    for (const k of this.attrs.keys()) if (k.startsWith(prefix)) this.attrs.delete(k);
+    for (const k of [...this.attrs.keys()]) if (k.startsWith(prefix)) this.deleteAttr(k);
     for (const k of this.listings.keys()) if (k.startsWith(prefix)) this.listings.delete(k);
   }
 }

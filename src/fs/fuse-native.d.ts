@@ -12,6 +12,10 @@ declare module 'fuse-native' {
     mount(cb: (err: Error | null) => void): void;
     unmount(cb: (err: Error | null) => void): void;
     static unmount(mnt: string, cb: (err: Error | null) => void): void;
+    /** Added by the patch: the C attribute table getattr reads before calling JS. */
+    attrCacheSet(path: string, stat: object, expiresAt: number): void;
+    attrCacheDelete(path: string): void;
+    attrCacheClear(): void;
   }
   export = Fuse;
 }

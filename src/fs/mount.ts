@@ -1,5 +1,6 @@
 // Mount one SFTP-backed FUSE filesystem and take it down cleanly.
 import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import Fuse from 'fuse-native';
 import { describeTarget } from '../sftp/target';
@@ -34,14 +35,18 @@ function fuseOptions(opts: FsOptions, ttlSeconds: number): string[] {
     // allow_other lets in, as the SSH user.
     'default_permissions',
     // libfuse 2's path-based API gives each hard link its own kernel inode,
-    // so a kernel-cached size/nlink of one name would go stale when data is
-    // written through the other. With attr_timeout=0 every stat asks us and
-    // our AttrCache answers without a round trip to the server. (Measured
-    // with attr_timeout=1: test/posix.test.ts's hard-link scenario reads the
-    // old, shorter size through the other name: wrong data, not just a stale
-    // stat.)
-    'attr_timeout=0',
-    `entry_timeout=${kernelTtl}`,
+    // so a size/nlink the kernel caches for one name goes stale when data is
+    // written through the other (measured with entry_timeout=1 and
+    // attr_timeout=1: test/posix.test.ts's hard-link scenario read the old,
+    // shorter content through the other name). entry_timeout=0 makes the
+    // kernel look every name up again on each path walk, and that LOOKUP
+    // refreshes the inode's attributes from our cache, which drops every
+    // hard-linked name's entry when one of them changes. attr_timeout can
+    // then be 1 s: a stat after a lookup, and the permission checks on each
+    // directory of a walk, no longer ask us again (ls -lR went from three
+    // requests per name, GETATTR of the directory + LOOKUP + GETATTR, to one).
+    `attr_timeout=${kernelTtl}`,
+    'entry_timeout=0',
     `fsname=${fsname}`,
     'subtype=tsfs',
     ...(opts.readOnly ? ['ro'] : []),
@@ -67,13 +72,14 @@ export async function mountSftpFs(opts: FsOptions): Promise<MountedFs> {
     throw new Error(`cannot use remote directory ${opts.target.remotePath || '(login directory)'} on ${describeTarget(opts.target)}: ${(e as Error).message}; check the path in sshcmd`);
   }
   const ttl = opts.cacheTimeout;
+  const cache = new AttrCache(ttl * 1000);
   const ops = new SftpOps(session, {
     root,
     uid: opts.uid,
     gid: opts.gid,
     umask: opts.umask,
     readOnly: opts.readOnly,
-    cache: new AttrCache(ttl * 1000),
+    cache,
     log,
   });
   await detachStale(opts.mountpoint);
@@ -81,6 +87,14 @@ export async function mountSftpFs(opts: FsOptions): Promise<MountedFs> {
     allowOther: opts.allowOther,
     timeout: timeouts(reconnectWaitMs),
     extraOptions: fuseOptions(opts, ttl),
+  });
+  // Cached attributes are answered in libfuse's worker thread, without the
+  // hand-off to this thread (~120 us CPU each): ls -lR and stat storms are
+  // two getattr per name, since attr_timeout stays 0 (above).
+  cache.mirrorTo({
+    set: (p, a, expiresAt) => fuse.attrCacheSet(p, ops.toStat(a), expiresAt),
+    delete: (p) => fuse.attrCacheDelete(p),
+    clear: () => fuse.attrCacheClear(),
   });
   try {
     await promisify((cb) => fuse.mount(cb));
@@ -137,7 +151,11 @@ async function lazyDetach(mountpoint: string): Promise<boolean> {
  */
 export async function detachStale(mountpoint: string): Promise<boolean> {
   try {
-    await stat(mountpoint);
+    // A name inside, not the mountpoint itself: the kernel answers a stat of
+    // the root from attributes cached for attr_timeout (1 s) even when the
+    // server is gone, while a lookup (never cached: entry_timeout=0) must ask
+    // it. On a plain directory or a live mount this is just ENOENT.
+    await stat(join(mountpoint, '.tsfs-liveness-probe'));
     return false;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOTCONN') return false;

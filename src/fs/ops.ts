@@ -78,7 +78,8 @@ export class SftpOps {
     if (this.o.readOnly) throw new FsError(Errno.EROFS);
   }
 
-  private toStat(a: RemoteAttrs) {
+  /** The stat FUSE is given for remote attributes (uid/gid/umask options applied). */
+  toStat(a: RemoteAttrs) {
     const perm = this.o.umask !== undefined ? a.mode & ~this.o.umask & 0o7777 : a.mode & 0o7777;
     return {
       mode: (a.mode & S_IFMT) | perm,
