@@ -1,4 +1,4 @@
-// Entrypoint: `node --initial-old-space-size=128 dist/main.js` (why that
+// Entrypoint: `node --initial-old-space-size=64 dist/main.js` (why that
 // flag: node-flags.ts). The socket listens first (dockerd gives a plugin about
 // 10 s to answer Plugin.Activate); remounting volumes that were in use happens
 // in the background afterwards.

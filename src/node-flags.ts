@@ -6,9 +6,9 @@
 // script (test/docs.test.ts holds those to this list), the tests' and the
 // benches' spawns (they import it); main() warns when they are missing.
 //
-// --initial-old-space-size=128: no full GC while the old generation (plus the
+// --initial-old-space-size=64: no full GC while the old generation (plus the
 // ArrayBuffer memory allocated since the last full GC, see below) is under
-// 128 MB. Without it a busy mount runs a mark-compact every ~30 ms, 50-100 per
+// 64 MB. Without it a busy mount runs a mark-compact every ~30 ms, 50-100 per
 // 256 MiB read or written, each freeing nothing, and the daemon's CPU doubles
 // and its throughput halves, in about one run of three. The mechanism (V8 11):
 // - V8 charges the ArrayBuffer backing-store bytes allocated since the last
@@ -25,12 +25,12 @@
 //   minimum step plus the new space), and from then on every saw tooth
 //   starts marking again. A mark-compact cannot free
 //   young backing stores, so it never breaks the loop.
-// A floor of 128 MB leaves ~100 MB for the saw tooth. It costs memory only
-// while the heap is small: garbage the old generation accumulates (promoted at
-// a few MB/s of I/O) waits until ~80-110 MB for a full GC, where it would
-// otherwise be collected at ~30-50 MB. A heap with more live data than that
-// gets V8's ordinary limits.
-export const DAEMON_NODE_FLAGS: readonly string[] = ['--initial-old-space-size=128'];
+// A floor of 64 MB leaves room for the ~33 MB saw tooth above the ~12 MB
+// heap: 0-2 mark-compacts per run in 10 bench runs of seq read, seq write and
+// 8 writers (128 MB did as well, but the old generation then kept garbage up
+// to ~80-110 MB: peak RSS with 8 busy volumes 179 MiB, against 115 MiB at 64).
+// A heap with more live data than that gets V8's ordinary limits.
+export const DAEMON_NODE_FLAGS: readonly string[] = ['--initial-old-space-size=64'];
 
 /** The flags this process was started without (they must come before the script, as node options). */
 export function missingNodeFlags(execArgv: readonly string[] = process.execArgv): string[] {
