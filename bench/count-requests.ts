@@ -27,6 +27,7 @@ async function main(): Promise<void> {
       ['ls -lR', ['ls', '-lR']],
       ['find -type f', ['find']],
       ['stat of every file', [process.execPath, WORKER, 'stat-tree']],
+      ['2,000 x 4 KiB files', [process.execPath, WORKER, 'small-files']],
     ];
     for (const [name, cmd] of workloads) for (const fs of ['tsfs', 'sshfs'] as const) {
       // A fresh mount per workload, as bench.ts does. This process serves the
@@ -34,7 +35,7 @@ async function main(): Promise<void> {
       const m = fs === 'tsfs' ? await mountForTest(sshd) : await mountSshfs();
       const data = `${m.mountpoint}.perf.data`;
       try {
-        const tree = join(m.mountpoint, 'tree10k');
+        const tree = name.startsWith('2,000') ? join(m.mountpoint, `small-${fs}`) : join(m.mountpoint, 'tree10k');
         const args = name.startsWith('find') ? [...cmd, tree, '-type', 'f'] : [...cmd, tree];
         await run('perf', ['record', '-q', '-o', data, '-a', '-e', 'fuse:fuse_request_send', '--', 'sh', '-c', `${args.map((a) => `'${a}'`).join(' ')} >/dev/null`]);
         const { stdout } = await run('perf', ['script', '-i', data], { maxBuffer: 1 << 28 });
