@@ -85,6 +85,7 @@ const RCLONE: ServerCase = {
     'getattr-readdir / readdir after creates': NO_SYMLINKS,
     'getattr-readdir / readdir after unlink': NO_SYMLINKS,
     'unlink / readdir': "libfuse's .fuse_hidden file of an unlinked open file is left behind: rclone refuses to remove it (sshfs: same)",
+    'unlink / name gone while the fd is still open': "rclone's handles cannot reach a removed file, so tsfs keeps libfuse's .fuse_hidden rename there (sshfs shows it on every server)",
     'rename / dir over empty dir': 'rclone refuses to rename a directory over an existing empty one (ENOTEMPTY; sshfs: same)',
     'rename / readdir': 'follows from the refused directory rename',
   },

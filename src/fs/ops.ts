@@ -58,6 +58,15 @@ function attrsOf(s: Pick<Stats, "mode" | "uid" | "gid" | "size" | "atime" | "mti
 
 export class SftpOps {
   readonly handles = new HandleTable();
+  /**
+   * Hidden names (.fuse_hiddenNNN) of files unlinked while open. libfuse 2
+   * renames such a file instead of removing it and removes the hidden name
+   * when the last handle closes, but RELEASE is asynchronous: a listing right
+   * after close(2) showed the hidden file (CI, gesftpserver), and a daemon
+   * crash would leave it on the server. tsfs removes the file on the server
+   * at once; the hidden name lives only here (see rename, unlink, getattr).
+   */
+  private readonly ghosts = new Set<string>();
   private readonly cache: AttrCache;
   private readonly log: Logger;
 
@@ -188,6 +197,11 @@ export class SftpOps {
   // ---- operations ----
 
   async getattr(path: string) {
+    // A stat of a file unlinked while open arrives by its hidden name (for an
+    // fstat too: fuse-native passes fgetattr on as getattr of the path), and
+    // only the handle still reaches the file.
+    const ghost = this.ghosts.has(path) ? this.handles.forPath(path)[0] : undefined;
+    if (ghost) return this.toStat(await ghost.fstat());
     return this.toStat(await this.attrs(path));
   }
 
@@ -281,6 +295,8 @@ export class SftpOps {
 
   async unlink(path: string): Promise<void> {
     this.writable();
+    // libfuse removing the hidden name after the last close: already gone.
+    if (this.ghosts.delete(path)) return;
     const { meta } = await this.ch();
     const before = this.cache.lookup(path);
     try {
@@ -330,6 +346,21 @@ export class SftpOps {
     const { meta, ext } = await this.ch();
     const from = this.remote(src);
     const to = this.remote(dst);
+    // libfuse hiding a file unlinked while open: remove it on the server now
+    // instead; the open SFTP handles keep reaching it, as a local fd does.
+    // Only where fsync@openssh.com shows that each handle is a file
+    // descriptor on the server (OpenSSH, gesftpserver), which outlives the
+    // name. rclone serve sftp (no fsync extension) cannot reach a removed
+    // file through its handles (checked), so there libfuse's hidden file
+    // stays. Where the removal fails, hide it as libfuse asked.
+    if (posix.basename(dst).startsWith('.fuse_hidden') && ext.has('fsync@openssh.com') && this.handles.forPath(src).length > 0) {
+      if (await sftpCall.unlink(meta, from).then(() => true, () => false)) {
+        this.ghosts.add(dst);
+        this.cache.removed(src);
+        this.handles.renamed(src, dst);
+        return;
+      }
+    }
     try {
       if (ext.has('posix-rename@openssh.com')) await sftpCall.posixRename(meta, from, to);
       else await this.renameReplacing(meta, from, to, src, dst);

@@ -283,6 +283,14 @@ const scenarios = {
       fs.closeSync(fd);
       return r;
     });
+    step('name gone while the fd is still open', () => {
+      fs.writeFileSync(P('held'), 'held open');
+      const fd = fs.openSync(P('held'), 'r');
+      fs.unlinkSync(P('held'));
+      const names = listing(P());
+      fs.closeSync(fd);
+      return names;
+    });
     step('readdir', () => listing(P()));
   },
 
