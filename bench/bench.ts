@@ -157,7 +157,9 @@ class Daemon {
   }
   /** Peak and current resident set of the daemon, MiB. */
   rss(): { peak: number; now: number } {
-    return rssOf(this.proc.pid!);
+    const status = readFileSync(`/proc/${this.proc.pid}/status`, 'utf8');
+    const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(status)?.[1] ?? 0) / 1024;
+    return { peak: kb('VmHWM'), now: kb('VmRSS') };
   }
   /** Start a new peak: the kernel resets VmHWM to the current RSS (proc(5), clear_refs 5). */
   resetPeak(): void {
@@ -168,12 +170,6 @@ class Daemon {
     this.proc.kill('SIGTERM');
     await exited;
   }
-}
-
-function rssOf(pid: number): { peak: number; now: number } {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(status)?.[1] ?? 0) / 1024;
-  return { peak: kb('VmHWM'), now: kb('VmRSS') };
 }
 
 // ---- workloads ----------------------------------------------------------------

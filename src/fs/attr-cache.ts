@@ -48,9 +48,9 @@ export class AttrCache {
   constructor(private readonly ttlMs: number, private readonly now: () => number = Date.now) {}
 
   /** Mirror every attribute entry from now on (set before the first entry). */
-  mirrorTo(m: AttrMirror | undefined): void {
+  mirrorTo(m: AttrMirror): void {
     this.mirror = m;
-    m?.clear();
+    m.clear();
   }
 
   get enabled(): boolean {
@@ -138,7 +138,7 @@ export class AttrCache {
   private dropTree(path: string): void {
     const prefix = path.endsWith('/') ? path : path + '/';
     this.listings.delete(path);
-    for (const k of [...this.attrs.keys()]) if (k.startsWith(prefix)) this.deleteAttr(k);
+    for (const k of this.attrs.keys()) if (k.startsWith(prefix)) this.deleteAttr(k);
     for (const k of this.listings.keys()) if (k.startsWith(prefix)) this.listings.delete(k);
   }
 }

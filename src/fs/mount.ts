@@ -90,8 +90,8 @@ export async function mountSftpFs(opts: FsOptions): Promise<MountedFs> {
     extraOptions: fuseOptions(opts, ttl),
   });
   // Cached attributes are answered in libfuse's worker thread, without the
-  // hand-off to this thread (~120 us CPU each): ls -lR and stat storms are
-  // two getattr per name, since attr_timeout stays 0 (above).
+  // hand-off to this thread (~120 us CPU each): with entry_timeout=0 (above)
+  // every path walk looks each name up, and a lookup is a getattr.
   cache.mirrorTo({
     set: (p, a, expiresAt) => fuse.attrCacheSet(p, ops.toStat(a), expiresAt),
     delete: (p) => fuse.attrCacheDelete(p),
