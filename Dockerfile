@@ -1,20 +1,20 @@
 # The rootfs of the tsfs managed plugin (see config.json and `make rootfs`).
 # No `# syntax=` line: the build must work with the legacy builder and without
-# a registry (`make offline-base` provides node:20-bookworm-slim locally).
-FROM node:20-bookworm-slim AS build
+# a registry (`make offline-base` provides node:24-bookworm-slim locally).
+FROM node:24-bookworm-slim AS build
 # Lets `make rootfs` prune the images a rebuild supersedes (build stage
 # ~800 MB, rootfs ~300 MB) by label.
 LABEL org.tsfs.stage=build
-# Native modules: ssh2's crypto binding, cpu-features and fuse-native compile
-# with node-gyp (python3, make, g++); fuse-native links libfuse.so.2.
+# Native modules: ssh2's crypto binding, cpu-features and packages/fuse-native
+# compile with node-gyp (python3, make, g++); fuse-native builds against the
+# system libfuse (libfuse-dev, found by pkg-config) and links libfuse.so.2.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 make g++ libfuse2 \
+ && apt-get install -y --no-install-recommends python3 make g++ pkg-config libfuse-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-# The whole (docker-ignored) tree in one copy: postinstall (patch-package and
-# any native rebuild from patched C) needs patches/ and scripts/ at `npm ci`
-# time, and those may come and go; a separate package*.json layer would cache
-# less than it breaks.
+# The whole (docker-ignored) tree in one copy: `npm ci` needs packages/ (the
+# vendored fuse-native, built from source) and patches/ (patch-package, a
+# build-time tool that `npm prune` then drops).
 COPY . .
 RUN npm ci --no-audit --no-fund \
  && node -e "if (!require('ssh2/lib/protocol/crypto.js').bindingAvailable) { console.error('ssh2 native crypto binding did not build'); process.exit(1) }" \
@@ -22,7 +22,7 @@ RUN npm ci --no-audit --no-fund \
  && npm prune --omit=dev --no-audit --no-fund \
  && rm -rf src test bench tsconfig.json
 
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 LABEL org.tsfs.stage=rootfs
 # libfuse2: fuse-native's binding loads libfuse.so.2 at run time. fuse (the
 # 2.x fusermount, ~100 kB): fuse-native's static Fuse.unmount shells out to
@@ -38,6 +38,10 @@ RUN apt-get update \
 WORKDIR /app
 COPY --from=build /app/package.json /app/package.json
 COPY --from=build /app/node_modules /app/node_modules
+# node_modules/fuse-native links to the vendored package: its JS and the
+# compiled binding (build/Release/fuse.node) are all it needs at run time.
+COPY --from=build /app/packages/fuse-native/package.json /app/packages/fuse-native/index.js /app/packages/fuse-native/
+COPY --from=build /app/packages/fuse-native/build/Release/fuse.node /app/packages/fuse-native/build/Release/fuse.node
 COPY --from=build /app/dist /app/dist
 ENV NODE_ENV=production
 # The daemon handles SIGTERM (unmounts, saves state) and reaps its children.

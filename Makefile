@@ -10,7 +10,7 @@ ROOTFS_IMAGE ?= $(PLUGIN_NAME)-rootfs:$(PLUGIN_TAG)
 # The build stage, tagged so that it stays as the layer cache of the next
 # build while the stages it supersedes are pruned.
 BUILD_IMAGE ?= $(PLUGIN_NAME)-build:$(PLUGIN_TAG)
-BASE_IMAGE ?= node:20-bookworm-slim
+BASE_IMAGE ?= node:24-bookworm-slim
 # Where the plugin bundle (config.json + rootfs/) is assembled.
 PLUGIN_DIR ?= ./plugin
 # The legacy builder uses a local $(BASE_IMAGE) as is; BuildKit may try to
@@ -76,5 +76,5 @@ test: deps
 	npm test
 
 demo:
-	@scripts/ensure-deps.sh packages dockerd base
+	@scripts/ensure-deps.sh packages node dockerd base
 	@PLUGIN_NAME=$(PLUGIN_NAME) PLUGIN_TAG=$(PLUGIN_TAG) scripts/demo.sh

@@ -18,7 +18,7 @@ PLUGIN_NAME="${PLUGIN_NAME:-tsfs}"
 PLUGIN_TAG="${PLUGIN_TAG:-latest}"
 PLUGIN="$PLUGIN_NAME:$PLUGIN_TAG"
 JOBS="${JOBS:-8}"
-IMAGE="${IMAGE:-node:20-bookworm-slim}"
+IMAGE="${IMAGE:-node:24-bookworm-slim}"
 VOLUME="tsfs-demo-models"
 LABEL="org.tsfs.demo=1"
 

@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # Install and start what `make test` and `make demo` need, only when missing:
 # idempotent, quiet when everything is there. Usage:
-#   scripts/ensure-deps.sh [packages|node-modules|dockerd|base|all]...   (default: all)
+#   scripts/ensure-deps.sh [packages|node|node-modules|dockerd|base|all]...   (default: all)
 # dockerd is started in the background with its log in $DOCKERD_LOG and is
 # left running; `.ci/run` stops it when it was the one that started it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # openssh-server/sshfs/rclone/gesftpserver: the tests' real SFTP peers;
-# libfuse2/fuse3: FUSE for fuse-native and for the sshfs comparison;
+# libfuse2/libfuse-dev/pkg-config: what packages/fuse-native builds and links
+# against; fuse3: fusermount and the sshfs comparison;
 # debootstrap: the offline base image; docker.io: the engine the e2e tests use;
 # passwd/procps: chpasswd for the password-auth test user, pkill in test helpers;
 # make: .ci/run and the README drive everything through the Makefile.
-PACKAGES=(make openssh-server libfuse2 fuse3 sshfs docker.io debootstrap rclone gesftpserver passwd procps ca-certificates)
+PACKAGES=(make pkg-config openssh-server libfuse2 libfuse-dev fuse3 sshfs docker.io debootstrap rclone gesftpserver passwd procps ca-certificates)
 DOCKERD_LOG="${DOCKERD_LOG:-/var/log/dockerd.log}"
 
 log() { echo "ensure-deps: $*" >&2; }
@@ -34,21 +35,58 @@ ensure_packages() {
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# Node.js: the project's runtime is Node 24 LTS (package.json engines). A
+# machine whose node is another major gets the npm registry's node-linux-<arch>
+# binary package (node + headers, what node-gyp builds native modules against)
+# unpacked under /usr/local, ahead of /usr/bin on root's PATH, the layout of
+# the official tarballs and images. npm is the machine's own, run by that node;
+# its global config moves with the prefix, so /usr/local/etc/npmrc carries the
+# machine's settings with nodedir pointing at the new headers.
+NODE_VERSION="${TSFS_NODE_VERSION:-24.22.3}"
+node_arch() {
+  case "$(uname -m)" in
+    x86_64) echo x64 ;;
+    aarch64) echo arm64 ;;
+    *) log "no Node.js package for $(uname -m)"; exit 1 ;;
+  esac
+}
 ensure_node() {
-  command -v node >/dev/null || { log "node is missing: install Node.js 20 (the project's engines field)"; exit 1; }
-  local major
-  major=$(node -p 'process.versions.node.split(".")[0]')
-  [ "$major" = 20 ] || log "warning: node $(node -v); tsfs is built and tested on Node 20"
+  local major=""
+  command -v node >/dev/null && major=$(node -p 'process.versions.node.split(".")[0]')
+  [ "$major" = "${NODE_VERSION%%.*}" ] && return 0
+  command -v npm >/dev/null || { log "npm is missing: install Node.js ${NODE_VERSION%%.*} with npm"; exit 1; }
+  need_root "installing Node.js $NODE_VERSION"
+  log "installing Node.js $NODE_VERSION under /usr/local (node-linux-$(node_arch) from the npm registry; found ${major:-none})"
+  local tmp
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "node-linux-$(node_arch)@$NODE_VERSION" >/dev/null && tar xzf ./*.tgz)
+  install -D -m 0755 "$tmp/package/bin/node" /usr/local/bin/node
+  rm -rf /usr/local/include/node && mkdir -p /usr/local/include && cp -a "$tmp/package/include/node" /usr/local/include/node
+  rm -rf "$tmp"
+  mkdir -p /usr/local/etc
+  { [ -f /usr/etc/npmrc ] && grep -v '^nodedir=' /usr/etc/npmrc; echo "nodedir=/usr/local"; } >/usr/local/etc/npmrc.tmp
+  mv /usr/local/etc/npmrc.tmp /usr/local/etc/npmrc
+  # A user-level nodedir (this machine image sets one) wins over the global
+  # file; left pointing at the old headers, native modules would build for
+  # the wrong ABI (ssh2's nan binding then silently falls back to JS crypto).
+  if [ -f "$HOME/.npmrc" ] && grep -q '^nodedir=' "$HOME/.npmrc"; then
+    sed -i 's#^nodedir=.*#nodedir=/usr/local#' "$HOME/.npmrc"
+  fi
+  hash -r
+  log "node $(node -v) at $(command -v node)"
 }
 
-# npm ci when node_modules is missing or older than the lockfile (npm writes
-# node_modules/.package-lock.json on every install).
+# npm ci when node_modules is missing, older than the lockfile (npm writes
+# node_modules/.package-lock.json on every install), or built by another node
+# (native modules are compiled for one ABI).
 ensure_node_modules() {
   ensure_node
+  local stamp=node_modules/.tsfs-built-with
   if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] ||
-    [ package.json -nt node_modules/.package-lock.json ]; then
-    log "npm ci"
+    [ package.json -nt node_modules/.package-lock.json ] || [ "$(cat "$stamp" 2>/dev/null)" != "$(node -v)" ]; then
+    log "npm ci (node $(node -v))"
     npm ci --no-audit --no-fund
+    node -v >"$stamp"
   fi
 }
 
@@ -85,10 +123,11 @@ ensure_base() {
 for what in "$@"; do
   case "$what" in
     packages) ensure_packages ;;
+    node) ensure_node ;;
     node-modules) ensure_node_modules ;;
     dockerd) ensure_packages; ensure_fuse; ensure_dockerd ;;
     base) ensure_packages; ensure_base ;;
     all) ensure_packages; ensure_fuse; ensure_node_modules; ensure_dockerd; ensure_base ;;
-    *) log "unknown target $what (packages|node-modules|dockerd|base|all)"; exit 2 ;;
+    *) log "unknown target $what (packages|node|node-modules|dockerd|base|all)"; exit 2 ;;
   esac
 done

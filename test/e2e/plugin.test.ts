@@ -23,7 +23,8 @@ const job = createRequire(join(REPO, 'package.json'))('./test/e2e/array-job.cjs'
 const FS_STUB = readFileSync(join(REPO, 'src/fs/index.ts'), 'utf8').includes('the SFTP filesystem is not built yet');
 const itMounts = it.skipIf(FS_STUB);
 
-const PLUGIN_NAME = 'tsfs-e2e';
+// TSFS_E2E_PLUGIN: a name of one's own where two checkouts test on one dockerd.
+const PLUGIN_NAME = process.env.TSFS_E2E_PLUGIN ?? 'tsfs-e2e';
 const PLUGIN = `${PLUGIN_NAME}:latest`;
 const DATA_IMAGE = 'tsfs-e2e-data:latest';
 const TEST_USER = 'tsfs-test';
@@ -245,11 +246,18 @@ async function zombiesOfPlugin(): Promise<string[]> {
     }
   };
   const pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+  const cmdline = (pid: string) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    } catch {
+      return [];
+    }
+  };
+  // By command line, not comm: Node 24 names its main thread "MainThread".
   const daemon = pids.find((pid) => {
     const s = stat(pid);
-    if (s?.comm !== 'node') return false;
-    const shim = readFileSync(`/proc/${s.ppid}/cmdline`, 'utf8').split('\0');
-    return shim.includes(id);
+    if (!s || !cmdline(pid).includes('/app/dist/main.js')) return false;
+    return cmdline(s.ppid).includes(id);
   });
   expect(daemon, 'the plugin daemon process').toBeDefined();
   return pids.filter((pid) => stat(pid)?.ppid === daemon && stat(pid)?.state === 'Z').map((pid) => `${pid} ${stat(pid)?.comm}`);
