@@ -5,6 +5,8 @@ import { isAbsolute } from 'node:path';
 import { z } from 'zod';
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+const FORMATS = ['pretty', 'json'] as const;
+export type LogFormat = (typeof FORMATS)[number];
 
 const absPath = (name: string) =>
   z.string().refine(isAbsolute, { message: `${name} must be an absolute path` }).refine((p) => !p.includes('\0'), {
@@ -23,6 +25,14 @@ const EnvSchema = z.object({
     .transform((s) => s.toLowerCase())
     .pipe(z.enum(LEVELS, { message: `LOG_LEVEL must be one of ${LEVELS.join(', ')}` }))
     .default('info'),
+  // pretty: `LEVEL msg key=value ...`, one line, no time (dockerd and
+  // journald stamp each line); json: pino's lines, for log shippers. Why
+  // pretty is the default: docs/troubleshooting.md "Where the logs are".
+  LOG_FORMAT: z
+    .string()
+    .transform((s) => s.toLowerCase())
+    .pipe(z.enum(FORMATS, { message: `LOG_FORMAT must be one of ${FORMATS.join(', ')}` }))
+    .default('pretty'),
   // vieux/sshfs's switch for debug logging; kept so old `docker plugin set DEBUG=1` still works.
   DEBUG: z.enum(['', '0', '1', 'true', 'false'], { message: 'DEBUG must be 1 or 0' }).default(''),
 });
@@ -33,6 +43,7 @@ export interface Config {
   mountRoot: string;
   sshDir: string;
   logLevel: (typeof LEVELS)[number];
+  logFormat: LogFormat;
 }
 
 export class ConfigError extends Error {
@@ -55,5 +66,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     mountRoot: e.TSFS_MOUNT_ROOT,
     sshDir: e.TSFS_SSH_DIR,
     logLevel: debug && present.LOG_LEVEL === undefined ? 'debug' : e.LOG_LEVEL,
+    logFormat: e.LOG_FORMAT,
   };
 }

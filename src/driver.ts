@@ -91,7 +91,7 @@ export class Driver implements VolumeDriver {
       const v = this.volumes.get(name);
       if (!v) {
         // Nothing to do; answering success keeps `docker volume rm` usable after a state file was set aside.
-        this.deps.log.info({ volume: name }, 'remove of an unknown volume: nothing to do');
+        this.deps.log.debug({ volume: name }, 'remove of an unknown volume: nothing to do');
         return;
       }
       const ids = v.mountIds;
@@ -130,7 +130,7 @@ export class Driver implements VolumeDriver {
       const v = this.volumes.get(name);
       if (!v) {
         // As with an unknown ID: nothing is mounted, so the container can stop (e.g. after a state file was set aside).
-        this.deps.log.info({ volume: name, mountId: id }, 'unmount of an unknown volume: nothing to do');
+        this.deps.log.debug({ volume: name, mountId: id }, 'unmount of an unknown volume: nothing to do');
         return;
       }
       try {
@@ -213,7 +213,7 @@ export class Driver implements VolumeDriver {
 
   private mustGet(name: string): Volume {
     const v = this.volumes.get(name);
-    if (!v) throw new DriverError(`no such volume: ${name} (create it with docker volume create -d tsfs -o sshcmd=... ${name})`);
+    if (!v) throw new DriverError(`no such volume: ${name} (create it with docker volume create -d <driver> -o sshcmd=... ${name}, where <driver> is the name this plugin is installed under, as docker plugin ls shows it)`);
     return v;
   }
 

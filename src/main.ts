@@ -85,7 +85,7 @@ export async function main(mountFs: MountFs = lazyMountSftpFs): Promise<void> {
     process.stderr.write(`tsfs: ${(e as Error).message}\n`);
     process.exit(2);
   }
-  const log = makeLogger(config.logLevel);
+  const log = makeLogger(config.logLevel, undefined, config.logFormat);
   const missing = missingNodeFlags();
   if (missing.length > 0) {
     log.warn({ missing, expected: `node ${DAEMON_NODE_FLAGS.join(' ')} dist/main.js` }, 'started without the node flags tsfs needs: reads and writes may run at half speed (V8 mark-compact storms)');

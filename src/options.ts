@@ -269,7 +269,7 @@ export function parseOptions(opts: unknown): VolumeSpec {
     given[c] = shownKey;
   }
   if (canon.sshcmd === undefined) {
-    throw new OptionsError('missing required option sshcmd: docker volume create -d tsfs -o sshcmd=user@host:/path [-o IdentityFile=/root/.ssh/key | -o password=...] <name>');
+    throw new OptionsError('missing required option sshcmd: docker volume create -d <driver> -o sshcmd=user@host:/path [-o IdentityFile=/root/.ssh/key | -o password=...] <name>');
   }
   const r = OptsSchema.safeParse(canon);
   if (!r.success) {
@@ -285,7 +285,7 @@ export function parseOptions(opts: unknown): VolumeSpec {
   if (o.Compression !== undefined) notes.push('Compression is ignored: tsfs does not compress (it costs CPU on fast links)');
   if (o.reconnect === false) notes.push('reconnect=no is ignored: tsfs always reconnects');
   if (o.workaround !== undefined) notes.push('workaround is ignored: tsfs uses the server\'s posix-rename and fsync extensions when offered');
-  if (o.debug) notes.push('debug is ignored per volume: set LOG_LEVEL=debug on the plugin (docker plugin set tsfs LOG_LEVEL=debug)');
+  if (o.debug) notes.push('debug is ignored per volume: set LOG_LEVEL=debug on the plugin (docker plugin set <plugin> LOG_LEVEL=debug)');
   if (o.ro !== undefined && o.rw !== undefined && o.ro === o.rw) throw new OptionsError('options ro and rw contradict each other');
   if (o.password !== undefined && o.password_file !== undefined) throw new OptionsError('give either password or password_file, not both');
   const strict = o.StrictHostKeyChecking ?? 'accept-new';

@@ -54,7 +54,7 @@ export class Volume {
   async mount(id: string): Promise<void> {
     if (!this.fs) await this.attach();
     if (this.ids.has(id)) {
-      this.log.info({ mountId: id, mounts: this.ids.size }, 'mount ID already known: nothing to do');
+      this.log.debug({ mountId: id, mounts: this.ids.size }, 'mount ID already known: nothing to do');
       return;
     }
     this.ids.add(id);
@@ -63,7 +63,7 @@ export class Volume {
   /** Returns false for an ID that is not mounted, which is harmless (dockerd retries after our restarts). */
   async unmount(id: string): Promise<boolean> {
     if (!this.ids.delete(id)) {
-      this.log.info({ mountId: id }, 'unmount of an unknown mount ID: nothing to do');
+      this.log.debug({ mountId: id }, 'unmount of an unknown mount ID: nothing to do');
       return false;
     }
     if (this.ids.size === 0) await this.detach();
@@ -90,7 +90,7 @@ export class Volume {
     if (!fs) return;
     this.fs = undefined;
     await fs.unmount();
-    this.log.info('filesystem unmounted');
+    this.log.debug('filesystem unmounted');
   }
 
   /** Remove the (empty) local mountpoint directory; never recursive, never remote. */
@@ -153,7 +153,7 @@ export class Volume {
         log: this.log,
       });
       this.lastError = undefined;
-      this.log.info({ mountpoint: this.mountpoint, remote: describeRemote(spec) }, 'filesystem mounted');
+      this.log.debug({ mountpoint: this.mountpoint, remote: describeRemote(spec) }, 'filesystem mounted');
     } catch (e) {
       this.lastError = (e as Error).message;
       throw e;

@@ -149,7 +149,7 @@ describe('volume lifecycle', () => {
     for (const ep of ['/VolumeDriver.Mount', '/VolumeDriver.Path']) {
       const a = await d.call(ep, { Name: 'ghost', ID: 'x' });
       expect(a.status).toBe(500);
-      expect(a.json.Err).toMatch(/no such volume: ghost \(create it with docker volume create -d tsfs/);
+      expect(a.json.Err).toMatch(/no such volume: ghost \(create it with docker volume create -d <driver>/);
     }
   });
 

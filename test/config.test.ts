@@ -4,7 +4,7 @@ import { ConfigError, loadConfig } from '../src/config';
 describe('daemon settings from the environment', () => {
   it('defaults to the plugin paths', () => {
     expect(loadConfig({})).toEqual({
-      socket: '/run/docker/plugins/tsfs.sock', stateDir: '/mnt/state', mountRoot: '/mnt/volumes', sshDir: '/root/.ssh', logLevel: 'info',
+      socket: '/run/docker/plugins/tsfs.sock', stateDir: '/mnt/state', mountRoot: '/mnt/volumes', sshDir: '/root/.ssh', logLevel: 'info', logFormat: 'pretty',
     });
   });
   it('treats empty values as unset (Docker passes declared env vars as "")', () => {
@@ -20,6 +20,7 @@ describe('daemon settings from the environment', () => {
     [{ TSFS_SOCKET: 'tsfs.sock' }, /TSFS_SOCKET must be an absolute path/],
     [{ TSFS_MOUNT_ROOT: './v' }, /TSFS_MOUNT_ROOT must be an absolute path/],
     [{ DEBUG: 'yes please' }, /DEBUG must be 1 or 0/],
+    [{ LOG_FORMAT: 'logfmt' }, /LOG_FORMAT: LOG_FORMAT must be one of pretty, json/],
   ])('%j is a clear startup error', (env, want) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(want);

@@ -98,13 +98,14 @@ describe('config.json (the managed plugin)', () => {
     expect(cfg.network.type).toBe('host');
   });
 
-  it('has settable LOG_LEVEL and DEBUG whose defaults the daemon accepts', () => {
+  it('has settable LOG_LEVEL, LOG_FORMAT and DEBUG whose defaults the daemon accepts', () => {
     const env = Object.fromEntries(cfg.env.map((e: { name: string; value: string; settable: string[] }) => {
       expect(e.settable).toEqual(['value']);
       return [e.name, e.value];
     }));
-    expect(Object.keys(env).sort()).toEqual(['DEBUG', 'LOG_LEVEL']);
+    expect(Object.keys(env).sort()).toEqual(['DEBUG', 'LOG_FORMAT', 'LOG_LEVEL']);
     expect(loadConfig(env).logLevel).toBe('info');
+    expect(loadConfig(env).logFormat).toBe('pretty');
     // vieux/sshfs users run `docker plugin set ... DEBUG=1`: a LOG_LEVEL
     // default in config.json would silently win over it.
     expect(loadConfig({ ...env, DEBUG: '1' }).logLevel).toBe('debug');

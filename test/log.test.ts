@@ -12,3 +12,13 @@ describe('log redaction (second line of defence behind never logging Opts)', () 
     expect(out).toContain('[redacted]');
   });
 });
+
+describe('LOG_FORMAT=pretty', () => {
+  it('writes LEVEL msg key=value on one line, quoting values with spaces, after redaction', () => {
+    let out = '';
+    const sink = new Writable({ write: (c, _e, cb) => ((out += c.toString()), cb()) });
+    const log = makeLogger('info', sink, 'pretty');
+    log.info({ endpoint: '/VolumeDriver.Create', volume: 'v1', ms: 12.5, err: 'a b', password: 'p6-Zq7' }, 'request');
+    expect(out).toBe('INFO request endpoint=/VolumeDriver.Create volume=v1 ms=12.5 err="a b" password=[redacted]\n');
+  });
+});

@@ -7,6 +7,9 @@ import { PLUGIN_CONTENT_TYPE, type VolumeDriver } from './protocol';
 
 export const MAX_BODY_BYTES = 64 * 1024;
 
+/** Endpoints logged at info: what changes volumes or mounts (and Activate, once per enable). */
+const CHANGES_STATE = new Set(['/Plugin.Activate', '/VolumeDriver.Create', '/VolumeDriver.Remove', '/VolumeDriver.Mount', '/VolumeDriver.Unmount']);
+
 type Handler = (body: Record<string, unknown>) => Promise<unknown> | unknown;
 
 function send(res: Response, status: number, body: unknown): void {
@@ -37,7 +40,10 @@ export function makeApp(driver: VolumeDriver, log: Logger): express.Express {
   app.disable('etag');
   app.use(express.raw({ type: () => true, limit: MAX_BODY_BYTES }));
 
-  // One log line per request, written when the answer is sent.
+  // One log line per request, written when the answer is sent. Calls that
+  // change state are info (failed: warn, the user saw an error); the reads
+  // dockerd sends all the time (Get before every Create, List, Path) are
+  // debug, also when they fail: "no such volume" on Get is normal traffic.
   app.use((req: Request, res: Response, next: NextFunction) => {
     const start = process.hrtime.bigint();
     res.on('finish', () => {
@@ -51,7 +57,8 @@ export function makeApp(driver: VolumeDriver, log: Logger): express.Express {
         status: res.statusCode,
         ...(res.locals.err !== undefined && { err: res.locals.err }),
       };
-      if (res.statusCode < 400) log.info(fields, 'request');
+      if (!CHANGES_STATE.has(req.path)) log.debug(fields, res.statusCode < 400 ? 'request' : 'request failed');
+      else if (res.statusCode < 400) log.info(fields, 'request');
       else log.warn(fields, 'request failed');
     });
     next();
@@ -71,6 +78,12 @@ export function makeApp(driver: VolumeDriver, log: Logger): express.Express {
       }
     });
 
+  app.post('/Plugin.Activate', (req, _res, next) => {
+    // dockerd sends no plugin name in any request (checked: Host and
+    // User-Agent below), which is why hints say `-d <driver>`.
+    log.debug({ host: req.headers.host, userAgent: req.headers['user-agent'] }, 'activated by');
+    next();
+  });
   route('/Plugin.Activate', () => ({ Implements: ['VolumeDriver'] }));
   route('/VolumeDriver.Create', (b) => driver.create({ Name: b.Name as string, Opts: b.Opts as Record<string, string> }));
   route('/VolumeDriver.Remove', (b) => driver.remove({ Name: b.Name as string }));

@@ -103,7 +103,7 @@ export async function mountSftpFs(opts: FsOptions): Promise<MountedFs> {
     session.close();
     throw new Error(`FUSE mount on ${opts.mountpoint} failed: ${(e as Error).message}; is /dev/fuse available (--device /dev/fuse, CAP_SYS_ADMIN)?`);
   }
-  log.info({ root, extensions: [...ch.ext], maxRead: ch.maxRead, maxWrite: ch.maxWrite }, 'SFTP filesystem mounted');
+  log.debug({ root, extensions: [...ch.ext], maxRead: ch.maxRead, maxWrite: ch.maxWrite }, 'SFTP filesystem mounted');
   let unmounted: Promise<void> | undefined;
   return {
     get linkState() {

@@ -139,6 +139,7 @@ export async function startDaemon(o: DaemonOptions = {}): Promise<DaemonProc> {
       TSFS_DIST: dist,
       TSFS_MARKER_LOG: markerLog,
       LOG_LEVEL: 'debug',
+      LOG_FORMAT: 'json',
       ...o.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
