@@ -249,8 +249,4 @@ describe('logging', () => {
     expect(d.stdout()).not.toContain(SECRET);
     expect(d.stderr()).not.toContain(SECRET);
   });
-  it('the socket answered quickly after start', () => {
-    // Reported, not asserted on: see the report for the measured number.
-    console.log(`daemon answered Plugin.Activate ${d.readyMs} ms after spawn`);
-  });
 });

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { removeDaemonDir, removeDist, startDaemon, type Answer, type DaemonProc } from './helpers/daemon';
 import { removeSshdDir, startSshd, type Sshd } from './helpers/sshd';
+import { until } from './helpers/until';
 
 const PASSPHRASE = 'pp-Crash-Qx8-distinctive';
 const PASSWORD = 'pw-Crash-Vk3-distinctive';
@@ -32,13 +33,6 @@ const status = async (Name: string) => ((await call('/VolumeDriver.Get', { Name 
 const mountsUnder = (root: string) =>
   readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4]).filter((m) => m?.startsWith(root + '/'));
 const errnoAt = (p: string) => stat(p).then(() => 'ok', (e: NodeJS.ErrnoException) => e.code);
-async function until(what: () => boolean | Promise<boolean>, label: string): Promise<void> {
-  for (let i = 0; i < 800; i++) {
-    if (await what()) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`never happened: ${label}`);
-}
 const env = { LOG_LEVEL: 'trace' };
 
 beforeAll(async () => {

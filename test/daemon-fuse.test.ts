@@ -1,15 +1,15 @@
 // The production daemon (`node dist/main.js`, the real SFTP filesystem from
 // src/fs) end to end against a real sshd: Mount gives a FUSE mount whose
 // files land in the server's directory, refcounted by mount IDs, unmounted on
-// SIGTERM and restored on restart. Skipped while src/fs is still the stub.
+// SIGTERM and restored on restart.
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { removeDaemonDir, removeDist, startDaemon, type DaemonProc } from './helpers/daemon';
 import { removeSshdDir, startSshd, type Sshd } from './helpers/sshd';
+import { until } from './helpers/until';
 
-const stub = readFileSync(join(__dirname, '../src/fs/index.ts'), 'utf8').includes('the SFTP filesystem is not built yet');
 const SECRET = 'pw-Fuse-Zq7-distinctive';
 let sshd: Sshd;
 let d: DaemonProc;
@@ -17,7 +17,11 @@ let dir: string;
 const isMounted = (p: string) => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === p);
 const status = async (Name: string) => ((await d.call('/VolumeDriver.Get', { Name })).json.Volume as { Status: Record<string, unknown> }).Status;
 
-describe.skipIf(stub)('production daemon with the SFTP filesystem', () => {
+/** Wait for the daemon's background restore to report `connection: connected`. */
+const restored = (Name: string) =>
+  until(async () => (await status(Name)).connection === 'connected', `volume ${Name} restored after the restart`, { seen: () => status(Name) });
+
+describe('production daemon with the SFTP filesystem', () => {
   beforeAll(async () => {
     sshd = await startSshd();
     d = await startDaemon();
@@ -54,7 +58,7 @@ describe.skipIf(stub)('production daemon with the SFTP filesystem', () => {
     console.log(`SIGTERM to exit with one FUSE mount: ${Date.now() - t0} ms`);
     expect(isMounted(mp)).toBe(false);
     d = await startDaemon({ dir });
-    for (let i = 0; i < 200 && (await status('store')).connection !== 'connected'; i++) await new Promise((r) => setTimeout(r, 50));
+    await restored('store');
     expect(isMounted(mp)).toBe(true);
     expect(await readFile(join(mp, '0', 'model', 'model.h5'), 'utf8')).toBe('weights-0');
   });
@@ -66,7 +70,7 @@ describe.skipIf(stub)('production daemon with the SFTP filesystem', () => {
     const dead = await readdir(mp).then(() => 'alive', (e: NodeJS.ErrnoException) => e.code);
     expect(dead).toBe('ENOTCONN');
     d = await startDaemon({ dir });
-    for (let i = 0; i < 200 && (await status('store')).connection !== 'connected'; i++) await new Promise((r) => setTimeout(r, 50));
+    await restored('store');
     expect(await readFile(join(mp, '0', 'model', 'model.h5'), 'utf8')).toBe('weights-0');
     expect(d.logLines().some((l) => String(l.msg).startsWith('stale FUSE mount found'))).toBe(true);
     expect((await d.call('/VolumeDriver.Unmount', { Name: 'store', ID: 'job-1' })).status).toBe(200);
@@ -75,21 +79,5 @@ describe.skipIf(stub)('production daemon with the SFTP filesystem', () => {
     expect(existsSync(mp)).toBe(false);
     expect(readFileSync(join(sshd.storeDir, '0', 'model', 'model.h5'), 'utf8')).toBe('weights-0');
     expect(d.stdout()).not.toContain(SECRET);
-  });
-});
-
-describe.runIf(stub)('production daemon before the SFTP filesystem lands', () => {
-  it('Mount answers the stub error and records no mount ID', async () => {
-    d = await startDaemon();
-    try {
-      await d.call('/VolumeDriver.Create', { Name: 'early', Opts: { sshcmd: 'u@h:/p', check: 'false', host_key: 'SHA256:' + 'A'.repeat(43) } });
-      const m = await d.call('/VolumeDriver.Mount', { Name: 'early', ID: 'x' });
-      expect(m.json.Err).toMatch(/not built yet/);
-      expect(await status('early')).toMatchObject({ mounts: 0 });
-    } finally {
-      expect((await d.stop()).code).toBe(0);
-      removeDaemonDir(d.dir);
-      removeDist();
-    }
   });
 });

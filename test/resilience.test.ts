@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mountForTest, runChild, targetFor, type TestMount } from './helpers/fs-mount';
 import { startProxy, type FaultProxy } from './helpers/proxy';
 import { removeSshdDir, startSshd, type Sshd } from './helpers/sshd';
+import { until } from './helpers/until';
 
 const CHILD = join(__dirname, 'helpers', 'fault-child.mjs');
 const MiB = 1024 * 1024;
@@ -92,14 +93,6 @@ function child(cmd: string, args: string[]): Child {
 
 const lastJson = (stdout: string) => JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, unknown>;
 
-async function until(what: () => boolean | Promise<boolean>, what_: string): Promise<void> {
-  for (let i = 0; i < 1200; i++) {
-    if (await what()) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`never happened: ${what_}`);
-}
-
 /** The mount answers a new write and read right away, with no remount. */
 async function servesNewWork(t: TestMount, name: string): Promise<void> {
   const body = `after-fault-${name}-${Date.now()}`;
@@ -111,17 +104,40 @@ async function servesNewWork(t: TestMount, name: string): Promise<void> {
   expect(ls.stdout.split('\n')).toContain(name);
 }
 
-/** dd's promise: exit 0 means the server holds exactly the source bytes; otherwise the error was EIO. */
-async function checkDdOutcome(dd: Child, serverFile: string, label: string): Promise<'complete' | 'EIO'> {
+/** Link events the session logged for mount `t` (its logger carries the mountpoint). */
+const linkEvents = (t: TestMount, msg: 'SFTP link lost: reconnecting' | 'SFTP link re-established') =>
+  logs.filter((l) => l.mountpoint === t.mountpoint && l.msg === msg).length;
+
+/** Run `fault` and wait until `t`'s session has noticed the loss and is connected again (not just still connected from before). */
+async function faultAndReconnect(t: TestMount, fault: () => void | Promise<void>): Promise<void> {
+  const before = linkEvents(t, 'SFTP link re-established');
+  await fault();
+  await until(() => linkEvents(t, 'SFTP link re-established') > before, 'the mount lost its link and reconnected');
+}
+
+/**
+ * Inject `fault` while dd is mid-transfer (running, server file short of the
+ * whole), then check dd's promise: exit 0 means the server holds exactly the
+ * source bytes; otherwise the error was EIO. Either way the mount must have
+ * lost its link, or the fault never reached it and nothing was tested.
+ */
+async function faultMidDd(dd: Child, serverFile: string, label: string, fault: () => Promise<void>): Promise<'complete' | 'EIO'> {
+  await until(() => existsSync(serverFile) && statSync(serverFile).size > 48 * MiB, 'server file grows');
+  const lost = linkEvents(m, 'SFTP link lost: reconnecting');
+  const atFault = statSync(serverFile).size;
+  expect(dd.proc.exitCode, 'dd still running when the fault is injected').toBeNull();
+  expect(atFault).toBeLessThan(BIG);
+  await fault();
   const r = await dd.done;
+  expect(linkEvents(m, 'SFTP link lost: reconnecting'), 'the fault cut the mount\'s link').toBeGreaterThan(lost);
   if (r.code === 0) {
     expect(statSync(serverFile).size).toBe(BIG);
     expect(await sha256File(serverFile)).toBe(bigSha);
-    console.log(`${label}: dd completed, server sha256 matches`);
+    console.log(`${label}: fault at ${atFault} bytes; dd completed, server sha256 matches`);
     return 'complete';
   }
   expect(r.stderr).toMatch(/Input\/output error/);
-  console.log(`${label}: dd failed with EIO (${r.stderr.trim().split('\n')[0]}); server has ${statSync(serverFile).size} bytes`);
+  console.log(`${label}: fault at ${atFault} bytes; dd failed with EIO (${r.stderr.trim().split('\n')[0]}); server has ${statSync(serverFile).size} bytes`);
   return 'EIO';
 }
 
@@ -152,35 +168,25 @@ afterAll(async () => {
 });
 
 describe('faults during a 256 MiB write (dd conv=fsync)', () => {
-  const serverGrows = (f: string) => () => existsSync(f) && statSync(f).size > 48 * MiB;
-
   it('sshd killed and restarted', async () => {
-    const f = join(m.remoteDir, 'w-sshd.bin');
     const dd = startDd(m, 'w-sshd.bin');
-    await until(serverGrows(f), 'server file grows');
-    await sshd.stop();
-    await sshd.restart();
-    await checkDdOutcome(dd, f, 'sshd restart');
+    await faultMidDd(dd, join(m.remoteDir, 'w-sshd.bin'), 'sshd restart', () => sshd.restart());
     await servesNewWork(m, 'after-sshd.txt');
   });
 
   it('connection cut by the proxy', async () => {
-    const f = join(m.remoteDir, 'w-cut.bin');
     const dd = startDd(m, 'w-cut.bin');
-    await until(serverGrows(f), 'server file grows');
-    proxy.cut();
-    await checkDdOutcome(dd, f, 'proxy cut');
+    await faultMidDd(dd, join(m.remoteDir, 'w-cut.bin'), 'proxy cut', async () => proxy.cut());
     await servesNewWork(m, 'after-cut.txt');
   });
 
   it('link stalled (no bytes, nothing closed): keepalives notice it', async () => {
-    const f = join(m.remoteDir, 'w-stall.bin');
     const dd = startDd(m, 'w-stall.bin');
-    await until(serverGrows(f), 'server file grows');
-    proxy.stall(true);
-    await until(() => m.fs.linkState !== 'connected', 'keepalive declares the stalled link dead');
-    proxy.stall(false);
-    await checkDdOutcome(dd, f, 'proxy stall');
+    await faultMidDd(dd, join(m.remoteDir, 'w-stall.bin'), 'proxy stall', async () => {
+      proxy.stall(true);
+      await until(() => m.fs.linkState !== 'connected', 'keepalive declares the stalled link dead');
+      proxy.stall(false);
+    });
     await servesNewWork(m, 'after-stall.txt');
     expect(logs.some((l) => l.msg === 'SFTP link lost: reconnecting' && /Keepalive timeout/.test(String(l.reason)))).toBe(true);
   });
@@ -199,7 +205,8 @@ describe('faults during a read: reads are re-issued after the reconnect', () => 
   const readThrough = async (fault: () => Promise<void>) => {
     const r = child(process.execPath, [CHILD, 'read', join(m.mountpoint, 'r.bin')]);
     await r.seen('progress', 4);
-    await fault();
+    expect(r.proc.exitCode, 'reader still running when the fault is injected').toBeNull();
+    await faultAndReconnect(m, fault);
     const res = await r.done;
     expect(lastJson(res.stdout)).toEqual({ sha256: sha, bytes: size });
   };
@@ -229,8 +236,7 @@ describe('open files across a reconnect', () => {
     writeFileSync(join(m.remoteDir, 'held.bin'), data);
     const c = child(process.execPath, [CHILD, 'hold-read', join(m.mountpoint, 'held.bin')]);
     await c.seen('ready');
-    proxy.cut();
-    await until(() => m.fs.linkState === 'connected', 'reconnected');
+    await faultAndReconnect(m, () => proxy.cut());
     c.proc.stdin!.end('go\n');
     expect(lastJson((await c.done).stdout)).toEqual({ sha256: createHash('sha256').update(data).digest('hex'), bytes: 2 * MiB });
   });
@@ -238,8 +244,7 @@ describe('open files across a reconnect', () => {
   it('fsync and close of a file written before the link was lost fail with EIO (durability cannot be proven)', async () => {
     const c = child(process.execPath, [CHILD, 'hold-write', join(m.mountpoint, 'unsynced.bin')]);
     await c.seen('ready');
-    proxy.cut();
-    await until(() => m.fs.linkState === 'connected', 'reconnected');
+    await faultAndReconnect(m, () => proxy.cut());
     c.proc.stdin!.end('go\n');
     expect(lastJson((await c.done).stdout)).toEqual({ fsync: 'EIO', close: 'EIO' });
   });
@@ -257,8 +262,9 @@ describe('an outage longer than reconnect_timeout', () => {
     const r = await stat.done;
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/Input\/output error/);
+    const back = linkEvents(m, 'SFTP link re-established');
     proxy.refuse(false);
-    await until(() => m.fs.linkState === 'connected', 'reconnected after the outage');
+    await until(() => linkEvents(m, 'SFTP link re-established') > back, 'reconnected after the outage');
     const again = await runChild('cat', [join(m.mountpoint, 'after-cut.txt')]);
     expect(again.code).toBe(0);
     await servesNewWork(m, 'after-outage.txt');
@@ -296,11 +302,14 @@ describe('host identity on reconnect', () => {
   it('a server that comes back with another host key is refused, naming both fingerprints; StrictHostKeyChecking=no accepts it with a warning each time', async () => {
     const oldKey = s2.hostKeyFingerprint;
     await s2.stop();
-    // Same address and port, new host key (and a new store, so nothing could be served from it by mistake).
-    s3 = await startSshd({ port: s2.port });
-    writeFileSync(join(s3.dir, 'authorized_keys'), readFileSync(`${s2.userKeyPath}.pub`));
+    // Same address and port, new host key (and a new store, so nothing could
+    // be served from it by mistake); it accepts the mounts' user key from its
+    // first connection on.
+    s3 = await startSshd({ port: s2.port, authorize: [s2.userKeyPath] });
     const newKey = s3.hostKeyFingerprint;
     expect(newKey).not.toBe(oldKey);
+    const namesBoth = (l: Record<string, unknown>) => String(l.err).includes(oldKey) && String(l.err).includes(newKey);
+    await until(() => pinnedLogs.some((l) => l.msg === 'reconnect failed; retrying' && l.level === 40 && namesBoth(l)), 'a reconnect of the pinned mount is refused for the new key');
 
     const r = await runChild('ls', [pinned.mountpoint]);
     expect(r.code).not.toBe(0);
@@ -309,13 +318,12 @@ describe('host identity on reconnect', () => {
     expect(pinned.fs.lastError).toContain(oldKey);
     expect(pinned.fs.lastError).toContain(newKey);
     expect(pinned.fs.linkState).toBe('reconnecting');
-    const logged = pinnedLogs.filter((l) => l.msg === 'reconnect failed; retrying' && l.level === 40);
-    expect(logged.some((l) => String(l.err).includes(oldKey) && String(l.err).includes(newKey))).toBe(true);
 
     // The unchecked mount connects to the new server (the user's store dir
     // does not exist there, which is the server's answer, not ours).
-    await until(() => unchecked.fs.linkState === 'connected', 'unchecked mount reconnects');
-    const warns = uncheckedLogs.filter((l) => l.level === 40 && /StrictHostKeyChecking=no: accepting host key/.test(String(l.msg)));
-    expect(warns.map((w) => String(w.msg).match(/SHA256:\S+/)?.[0])).toEqual([oldKey, newKey]);
+    const acceptWarns = () =>
+      uncheckedLogs.filter((l) => l.level === 40 && /StrictHostKeyChecking=no: accepting host key/.test(String(l.msg))).map((w) => String(w.msg).match(/SHA256:\S+/)?.[0]);
+    await until(() => acceptWarns().at(-1) === newKey, 'the unchecked mount accepts the new key');
+    expect(acceptWarns()).toEqual([oldKey, newKey]);
   });
 });

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { removeDaemonDir, removeDist, startDaemon, type Answer, type DaemonProc } from './helpers/daemon';
 import { removeSshdDir, startSshd, type Sshd } from './helpers/sshd';
+import { until } from './helpers/until';
 
 const SECRET = 'pw-Restart-Zq7-distinctive';
 const HOST_KEY = 'SHA256:' + 'A'.repeat(43);
@@ -28,14 +29,6 @@ async function restart(env: Record<string, string> = {}): Promise<void> {
 }
 const status = async (Name: string) => ((await call('/VolumeDriver.Get', { Name })).json.Volume as { Status: Record<string, unknown> }).Status;
 const marker = (name: string) => join(d.mountRoot, name, '.tsfs-marker');
-async function until(what: () => Promise<boolean> | boolean): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (await what()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error('condition never became true');
-}
-
 beforeAll(async () => {
   d = await startDaemon({ marker: true });
   dir = d.dir;
@@ -66,7 +59,7 @@ describe('restart', () => {
     expect(((await call('/VolumeDriver.Get', { Name: 'inuse' })).json.Volume as { CreatedAt: string }).CreatedAt).toBe(created);
     expect(await status('inuse')).toMatchObject({ mounts: 2 });
     expect(await status('idle')).toMatchObject({ mounts: 0, connection: 'unmounted', read_only: true });
-    await until(async () => (await status('inuse')).connection === 'connected');
+    await until(async () => (await status('inuse')).connection === 'connected', 'volume inuse restored', { seen: () => status('inuse') });
     expect(existsSync(marker('inuse'))).toBe(true);
     expect(existsSync(marker('idle'))).toBe(false);
 
@@ -178,14 +171,14 @@ describe('restore after a crash', () => {
     // ...leaving a dead FUSE mount behind. Made here with the C sshfs, killed hard.
     const mp = join(d.mountRoot, 'crashed');
     const sshfs = spawn('sshfs', ['-f', '-o', `IdentityFile=${sshd.userKeyPath},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,port=${sshd.port}`, `root@${sshd.host}:${sshd.storeDir}`, mp], { stdio: 'ignore' });
-    await until(() => readFileSync('/proc/self/mountinfo', 'utf8').includes(` ${mp} `));
+    await until(() => readFileSync('/proc/self/mountinfo', 'utf8').includes(` ${mp} `), `${mp} mounted`);
     sshfs.kill('SIGKILL');
     await new Promise((r) => sshfs.once('exit', r));
     const code = await import('node:fs/promises').then((f) => f.stat(mp).then(() => 'ok', (e: NodeJS.ErrnoException) => e.code));
     expect(code).toBe('ENOTCONN');
     try {
       d = await startDaemon({ marker: true, dir });
-      await until(async () => (await status('crashed')).connection === 'connected');
+      await until(async () => (await status('crashed')).connection === 'connected', 'volume crashed restored', { seen: () => status('crashed') });
       expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(` ${mp} `);
       expect(existsSync(join(mp, '.tsfs-marker'))).toBe(true);
       expect(d.logLines().some((l) => String(l.msg).startsWith('stale FUSE mount found') && l.volume === 'crashed')).toBe(true);

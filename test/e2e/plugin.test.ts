@@ -18,11 +18,6 @@ const job = createRequire(join(REPO, 'package.json'))('./test/e2e/array-job.cjs'
   modelPath(root: string, index: number): string;
 };
 
-// Until the SFTP filesystem lands (src/fs/index.ts is a stub that refuses
-// every mount), only the tests that need no mount run; the rest are skipped.
-const FS_STUB = readFileSync(join(REPO, 'src/fs/index.ts'), 'utf8').includes('the SFTP filesystem is not built yet');
-const itMounts = it.skipIf(FS_STUB);
-
 // TSFS_E2E_PLUGIN: a name of one's own where two checkouts test on one dockerd.
 const PLUGIN_NAME = process.env.TSFS_E2E_PLUGIN ?? 'tsfs-e2e';
 const PLUGIN = `${PLUGIN_NAME}:latest`;
@@ -134,13 +129,13 @@ afterAll(async () => {
 }, 300_000);
 
 describe('authentication', () => {
-  itMounts('uses the key in the sshkey.source directory when no auth option is given', async () => {
+  it('uses the key in the sshkey.source directory when no auth option is given', async () => {
     const vol = await mustCreate('key', { sshcmd: sshcmd('root', 'key') });
     await writeThenRead(vol);
     expect(readFileSync(join(sshd.storeDir, 'key/world'), 'utf8')).toBe('hello\n');
   });
 
-  itMounts('uses -o IdentityFile=/root/.ssh/<file>', async () => {
+  it('uses -o IdentityFile=/root/.ssh/<file>', async () => {
     const vol = await mustCreate('identityfile', { sshcmd: sshcmd('root', 'identityfile'), IdentityFile: '/root/.ssh/deploy_key' });
     await writeThenRead(vol);
     expect(readFileSync(join(sshd.storeDir, 'identityfile/world'), 'utf8')).toBe('hello\n');
@@ -152,14 +147,14 @@ describe('authentication', () => {
     expect(err).not.toContain('PRIVATE KEY');
   });
 
-  itMounts('uses -o password=, and the files are the remote user\'s', async () => {
+  it('uses -o password=, and the files are the remote user\'s', async () => {
     const vol = await mustCreate('password', { sshcmd: sshcmd(TEST_USER, 'password'), password: PASSWORD });
     await writeThenRead(vol);
     const uid = Number((await ok('id', ['-u', TEST_USER])).trim());
     expect(statSync(join(sshd.storeDir, 'password/world')).uid).toBe(uid);
   });
 
-  itMounts('uses -o password_file=/root/.ssh/<file>', async () => {
+  it('uses -o password_file=/root/.ssh/<file>', async () => {
     const vol = await mustCreate('pwfile', { sshcmd: sshcmd(TEST_USER, 'pwfile'), password_file: '/root/.ssh/pw' });
     await writeThenRead(vol);
     expect(readFileSync(join(sshd.storeDir, 'pwfile/world'), 'utf8')).toBe('hello\n');
@@ -174,7 +169,7 @@ describe('authentication', () => {
 });
 
 describe('containers sharing a volume', () => {
-  itMounts('two running containers see each other\'s files', async () => {
+  it('two running containers see each other\'s files', async () => {
     const vol = await mustCreate('shared', { sshcmd: sshcmd('root', 'shared') });
     const start = () => docker('run', '-d', '--label', LABEL, '-v', `${vol}:/v`, BASE_IMAGE, 'sleep', '600').then((s) => s.trim());
     const [a, b] = await Promise.all([start(), start()]);
@@ -198,20 +193,20 @@ describe('containers sharing a volume', () => {
     await docker('rm', '-f', a, b);
   });
 
-  itMounts('a container running as nobody writes and reads', async () => {
+  it('a container running as nobody writes and reads', async () => {
     const vol = await mustCreate('nobody', { sshcmd: sshcmd('root', 'nobody') });
     expect(await dockerRun(['-u', 'nobody', '-v', `${vol}:/v`], ['sh', '-c', 'echo by-nobody > /v/n.txt && cat /v/n.txt'])).toBe('by-nobody\n');
     expect(readFileSync(join(sshd.storeDir, 'nobody/n.txt'), 'utf8')).toBe('by-nobody\n');
   });
 
-  itMounts('an empty volume mounted over an image directory gets the image\'s files', async () => {
+  it('an empty volume mounted over an image directory gets the image\'s files', async () => {
     const vol = await mustCreate('populate', { sshcmd: sshcmd('root', 'populate') });
     expect(await dockerRun(['-v', `${vol}:/data`], ['cat', '/data/seed.txt', '/data/sub/n.txt'], DATA_IMAGE)).toBe('from the image\nnested\n');
     expect(readFileSync(join(sshd.storeDir, 'populate/seed.txt'), 'utf8')).toBe('from the image\n');
     expect(readFileSync(join(sshd.storeDir, 'populate/sub/n.txt'), 'utf8')).toBe('nested\n');
   });
 
-  itMounts('runs the array job: 8 containers at once, each saving /storage/<index>/model/model.h5', async () => {
+  it('runs the array job: 8 containers at once, each saving /storage/<index>/model/model.h5', async () => {
     const vol = await mustCreate('models', { sshcmd: sshcmd('root', 'models') });
     const indices = [0, 1, 2, 3, 4, 5, 6, 7];
     const outputs = await Promise.all(
@@ -282,7 +277,7 @@ describe('volume and plugin lifecycle', () => {
     expect(statSync(stateFiles[0]).mode & 0o077).toBe(0);
   });
 
-  itMounts('docker volume rm leaves the remote data, and a new volume on it sees it', async () => {
+  it('docker volume rm leaves the remote data, and a new volume on it sees it', async () => {
     const vol = await mustCreate('rm', { sshcmd: sshcmd('root', 'rm') });
     await writeThenRead(vol);
     await docker('volume', 'rm', vol);
@@ -291,7 +286,7 @@ describe('volume and plugin lifecycle', () => {
     await dockerRun(['-v', `${again}:/v`], ['grep', '-Fxq', 'hello', '/v/world']);
   });
 
-  itMounts('keeps its volumes across docker plugin disable/enable', async () => {
+  it('keeps its volumes across docker plugin disable/enable', async () => {
     const vol = await mustCreate('restart', { sshcmd: sshcmd('root', 'restart') });
     await dockerRun(['-v', `${vol}:/v`], ['sh', '-c', 'echo kept > /v/k.txt']);
     // -f: Docker counts every volume as a user of its driver.
@@ -301,7 +296,7 @@ describe('volume and plugin lifecycle', () => {
     expect(await dockerRun(['-v', `${vol}:/v`], ['cat', '/v/k.txt'])).toBe('kept\n');
   });
 
-  itMounts('a new container reads the data after the sshd restarted (vieux test4)', async () => {
+  it('a new container reads the data after the sshd restarted (vieux test4)', async () => {
     const vol = await mustCreate('sshdrestart', { sshcmd: sshcmd('root', 'sshdrestart') });
     await dockerRun(['-v', `${vol}:/write`], ['sh', '-c', 'echo hello > /write/world']);
     await sshd.restart();
@@ -312,15 +307,15 @@ describe('volume and plugin lifecycle', () => {
 // Every `docker volume create` of vieux/sshfs's README and integration
 // scripts, with its host/port/password adapted to the test sshd.
 describe('vieux/sshfs command lines', () => {
-  itMounts('README: -o sshcmd=<user@host:path> -o password=<password> [-o port=<port>]', async () => {
+  it('README: -o sshcmd=<user@host:path> -o password=<password> [-o port=<port>]', async () => {
     await writeThenRead(await mustCreate('v-password', { sshcmd: sshcmd(TEST_USER, 'v-password'), password: PASSWORD }));
   });
 
-  itMounts('README: -o sshcmd=<user@host:path> [-o IdentityFile=/root/.ssh/<key>] [-o port=<port>]', async () => {
+  it('README: -o sshcmd=<user@host:path> [-o IdentityFile=/root/.ssh/<key>] [-o port=<port>]', async () => {
     await writeThenRead(await mustCreate('v-identity', { sshcmd: sshcmd('root', 'v-identity'), IdentityFile: '/root/.ssh/deploy_key' }));
   });
 
-  itMounts('README: [-o <any_sshfs_-o_option>] such as reconnect, cache=no, ServerAliveInterval', async () => {
+  it('README: [-o <any_sshfs_-o_option>] such as reconnect, cache=no, ServerAliveInterval', async () => {
     const vol = await mustCreate('v-sshfsopts', { sshcmd: sshcmd('root', 'v-sshfsopts'), reconnect: null, cache: 'no', ServerAliveInterval: '15', ServerAliveCountMax: '3' });
     await writeThenRead(vol);
   });
@@ -330,16 +325,16 @@ describe('vieux/sshfs command lines', () => {
     expect(await mustFail('v-ssh-command', { sshcmd: sshcmd('root', 'v-ssh-command'), ssh_command: 'ssh -v' })).toMatch(/ssh_command is refused as unsafe/);
   });
 
-  itMounts('test1 simple: -o sshcmd=<user>@localhost:<path> -o port=<port> -o password=<password>', async () => {
+  it('test1 simple: -o sshcmd=<user>@localhost:<path> -o port=<port> -o password=<password>', async () => {
     await writeThenRead(await mustCreate('v-simple', { sshcmd: `${TEST_USER}@localhost:${remote('v-simple')}`, password: PASSWORD }));
   });
 
-  itMounts('test2 allow_other: -o allow_other, containers run -u nobody', async () => {
+  it('test2 allow_other: -o allow_other, containers run -u nobody', async () => {
     const vol = await mustCreate('v-allow-other', { sshcmd: sshcmd(TEST_USER, 'v-allow-other'), allow_other: null, password: PASSWORD });
     await writeThenRead(vol, ['-u', 'nobody']);
   });
 
-  itMounts('test3 compression: -o Ciphers=arcfour -o Compression=no is refused for Ciphers; Compression=no alone works', async () => {
+  it('test3 compression: -o Ciphers=arcfour -o Compression=no is refused for Ciphers; Compression=no alone works', async () => {
     const err = await mustFail('v-ciphers', { sshcmd: sshcmd(TEST_USER, 'v-ciphers'), Ciphers: 'arcfour', Compression: 'no', password: PASSWORD });
     expect(err).toContain('option Ciphers is not supported');
     const vol = await mustCreate('v-compression', { sshcmd: sshcmd(TEST_USER, 'v-compression'), Compression: 'no', password: PASSWORD });
@@ -351,7 +346,7 @@ describe('vieux/sshfs command lines', () => {
     expect(await mustFail('v-uidgid', { sshcmd: sshcmd('root', 'v-uidgid'), uid: '999,gid=999', allow_other: null })).toContain('-o uid=999 -o gid=999');
   });
 
-  itMounts('community lines: -o uid=999 -o gid=999 shows every file as that owner', async () => {
+  it('community lines: -o uid=999 -o gid=999 shows every file as that owner', async () => {
     const vol = await mustCreate('v-uid', { sshcmd: sshcmd('root', 'v-uid'), uid: '999', gid: '999' });
     await dockerRun(['-v', `${vol}:/v`], ['sh', '-c', 'echo x > /v/f']);
     expect(await dockerRun(['-v', `${vol}:/v`], ['stat', '-c', '%u:%g', '/v/f'])).toBe('999:999\n');
@@ -362,7 +357,7 @@ describe('vieux/sshfs command lines', () => {
     expect(readFileSync(join(stateDir, 'tsfs.json'), 'utf8')).toContain(vol);
   });
 
-  itMounts('test6 ssh key: sshkey.source=<dir> and no auth option', async () => {
+  it('test6 ssh key: sshkey.source=<dir> and no auth option', async () => {
     await writeThenRead(await mustCreate('v-sshkey', { sshcmd: sshcmd('root', 'v-sshkey') }));
   });
 

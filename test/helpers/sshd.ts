@@ -2,7 +2,7 @@
 // generated per run, serving a temp directory as the central store.
 // Started as `/usr/sbin/sshd -D -f <config>` so the test owns its lifetime.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync, mkdirSync, readFileSync, rmSync, chmodSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, mkdirSync, readFileSync, readdirSync, rmSync, chmodSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,6 +34,8 @@ export interface SshdOptions {
   /** Extra sshd_config lines. */
   extraConfig?: string;
   port?: number;
+  /** Further public key files the server accepts, in place before it listens. */
+  authorize?: string[];
 }
 
 export async function freePort(): Promise<number> {
@@ -86,7 +88,7 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
   keygen(userKeyPath);
   keygen(wrongKeyPath);
   const authorized = join(dir, 'authorized_keys');
-  writeFileSync(authorized, readFileSync(`${userKeyPath}.pub`), { mode: 0o644 });
+  writeFileSync(authorized, Buffer.concat([userKeyPath, ...(opts.authorize ?? [])].map((k) => readFileSync(k.endsWith('.pub') ? k : `${k}.pub`))), { mode: 0o644 });
   const port = opts.port ?? (await freePort());
   const config = join(dir, 'sshd_config');
   writeFileSync(
@@ -131,12 +133,26 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
       /* no sessions */
     }
   };
+  // The listener first, then the sessions: killed the other way round, a
+  // client whose session died reconnects at once and the still-listening
+  // sshd accepts it (with the old host key, into the old store), and that
+  // session outlives the stop. SIGSTOP freezes accept() and fork(), so the
+  // session list taken next is complete; the sessions are killed only once
+  // the listener is gone, when no new one can start.
   const stop = async () => {
     if (proc.exitCode !== null || proc.signalCode !== null) return;
     const exited = new Promise((r) => proc.once('exit', r));
-    killSessions();
-    proc.kill('SIGTERM');
+    proc.kill('SIGSTOP');
+    const sessions = descendants(proc.pid!);
+    proc.kill('SIGKILL');
     await exited;
+    for (const pid of sessions) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
   };
   await start();
   return {
@@ -157,6 +173,27 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
     },
     killSessions,
   };
+}
+
+/** Every process below `pid` (sshd's per-connection monitor and its privilege-separated child). */
+function descendants(pid: number): number[] {
+  const parentOf = new Map<number, number>();
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      // pid (comm) state ppid ...: comm may contain spaces and parentheses, so split after the last ')'.
+      const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
+      parentOf.set(Number(e), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {
+      /* exited meanwhile */
+    }
+  }
+  const out: number[] = [];
+  const walk = (p: number) => {
+    for (const [c, pp] of parentOf) if (pp === p) (out.push(c), walk(c));
+  };
+  walk(pid);
+  return out;
 }
 
 /** Remove the sshd's directory after stop(); separate so tests can inspect the store. */
