@@ -90,6 +90,9 @@ export class SftpSession {
   private async open(): Promise<Channels> {
     const link = await this.connect(this.target, (m) => this.log.warn(m));
     try {
+      // close() may have run while we connected (an unmount during a
+      // reconnect): this link must not outlive it or revive the session.
+      this.throwIfClosed();
       // Bounded like the handshake: a link that stalls right after it must not hang the reconnect loop.
       let timer: NodeJS.Timeout | undefined;
       const [meta, data] = await Promise.race([
@@ -98,6 +101,7 @@ export class SftpSession {
           timer = setTimeout(() => reject(new Error(`SFTP channels not opened within ${this.target.connectTimeout} ms`)), this.target.connectTimeout);
         }),
       ]).finally(() => clearTimeout(timer));
+      this.throwIfClosed();
       const ext = link.extensionsOf(meta);
       for (const s of [meta, data]) adaptToServer(s, ext);
       const lim = data as unknown as { _maxReadLen: number; _maxWriteLen: number };
@@ -114,8 +118,11 @@ export class SftpSession {
       const onDown = (why: string) => this.lost(ch, why);
       link.client.once('close', () => onDown('connection closed'));
       link.client.on('error', (e: Error) => onDown(e.message));
-      meta.once('close', () => onDown('SFTP channel closed'));
-      data.once('close', () => onDown('SFTP channel closed'));
+      for (const c of [meta, data]) {
+        c.once('close', () => onDown('SFTP channel closed'));
+        // Without a listener an 'error' event (e.g. a malformed packet) throws and takes the daemon down.
+        c.on('error', (e: Error) => onDown(`SFTP channel error: ${e.message}`));
+      }
       for (const w of this.waiters) {
         clearTimeout(w.timer);
         w.resolve(ch);
@@ -126,6 +133,10 @@ export class SftpSession {
       link.close();
       throw e;
     }
+  }
+
+  private throwIfClosed(): void {
+    if (this.closed) throw new LinkDownError('the filesystem is unmounting');
   }
 
   private lost(ch: Channels, why: string): void {
@@ -141,14 +152,24 @@ export class SftpSession {
   }
 
   private async reconnectLoop(): Promise<void> {
+    let lastWarned = '';
     for (let attempt = 0, delay = 250; !this.closed; attempt++, delay = Math.min(delay * 2, 5000)) {
       try {
         await this.open();
         this.log.info({ attempt }, 'SFTP link re-established');
         return;
       } catch (e) {
+        if (this.closed) return;
         this.lastError = (e as Error).message;
-        this.log.warn({ err: this.lastError, attempt, retryInMs: delay }, 'reconnect failed; retrying');
+        // A failure that repeats (a host key mismatch, a wrong password) would
+        // otherwise warn every 5 s for as long as the outage lasts: warn when
+        // the reason changes, then again at attempts 2, 4, 8, 16... (the
+        // retries themselves go on: the server may be fixed). Status shows
+        // last_error meanwhile.
+        const again = this.lastError === lastWarned;
+        const level = !again || (attempt & (attempt - 1)) === 0 ? 'warn' : 'debug';
+        if (level === 'warn') lastWarned = this.lastError;
+        this.log[level]({ err: this.lastError, attempt, retryInMs: delay }, 'reconnect failed; retrying');
         await new Promise((r) => setTimeout(r, delay));
       }
     }
