@@ -4,7 +4,15 @@
 // through this mount updates or drops what it touches, so a container sees
 // its own changes at once. Changes made by other clients show up within the
 // TTL, as with sshfs.
+//
+// Bounded: least recently used entries go first once either the entry count
+// or the estimated bytes reach the limits (CacheLimits), and whatever leaves
+// this cache leaves the C table too (AttrMirror), so neither grows with the
+// size of the tree a job walks. Removing a directory drops what is cached
+// under it through an index of cached children, at the cost of what the
+// subtree holds, not of the whole cache.
 import { posix } from 'node:path';
+import { LRUCache } from 'lru-cache';
 
 export interface RemoteAttrs {
   mode: number;
@@ -18,15 +26,21 @@ export interface RemoteAttrs {
   nlink?: number;
 }
 
-interface Entry<T> {
-  value: T;
-  expires: number;
+/**
+ * "Now" for every expiry in this cache and in its C mirror: milliseconds on
+ * CLOCK_MONOTONIC (libuv's uv_hrtime, the clock performance.now() counts on),
+ * so a wall-clock step (NTP, a VM resumed) neither keeps entries forever nor
+ * drops them all. The one place the time base is chosen.
+ */
+export function monotonicMs(): number {
+  return Number(process.hrtime.bigint()) / 1e6;
 }
 
 /**
  * A copy of the attribute entries kept where the kernel's getattr lands first
  * (fuse-native's C table, packages/fuse-native): it is told every set, delete and
- * clear, in order, so it never holds what this cache has dropped.
+ * clear, in order, so it never holds what this cache has dropped. `expiresAt`
+ * is on monotonicMs()'s clock.
  */
 export interface AttrMirror {
   set(path: string, attrs: RemoteAttrs, expiresAt: number): void;
@@ -34,18 +48,108 @@ export interface AttrMirror {
   clear(): void;
 }
 
+export interface CacheLimits {
+  /** Attribute entries (one per path). */
+  attrEntries: number;
+  /** Estimated bytes of attribute entries (path, attributes and bookkeeping). */
+  attrBytes: number;
+  /** Directory listings kept. */
+  listings: number;
+  /** Estimated bytes of the names the listings hold. */
+  listingBytes: number;
+}
+
+/**
+ * Per mount. Enough for the working set of a job (a few directories of
+ * thousands of files) and for `ls -lR` to answer each lstat from the listing
+ * just read; a walk of a larger tree recycles the oldest entries. The
+ * resident memory this bounds is measured in docs/performance.md.
+ */
+export const DEFAULT_LIMITS: CacheLimits = { attrEntries: 32_768, attrBytes: 16 << 20, listings: 2_048, listingBytes: 8 << 20 };
+
 export type Lookup = { kind: 'hit'; attrs: RemoteAttrs } | { kind: 'absent' } | { kind: 'miss' };
 
+interface AttrEntry {
+  attrs: RemoteAttrs;
+  expires: number;
+}
+
+interface Listing {
+  names: Set<string>;
+  expires: number;
+}
+
+/** Above this many changes recorded during one fetch, every path counts as changed. */
+const MAX_CHANGES_TRACKED = 10_000;
+
+export interface AttrCacheOptions {
+  limits?: CacheLimits;
+  now?: () => number;
+  /** True while writes to the path are queued and unanswered: its size on the server is not settled. */
+  busy?: (path: string) => boolean;
+}
+
 export class AttrCache {
-  private attrs = new Map<string, Entry<RemoteAttrs>>();
-  /** Names in a directory, from a complete READDIR; kept current for changes made here. */
-  private listings = new Map<string, Entry<Set<string>>>();
-  /** Names seen with st_nlink > 1: changing their data changes every other name's attributes. */
-  private linked = new Set<string>();
-
+  private readonly attrs: LRUCache<string, AttrEntry>;
+  private readonly listings: LRUCache<string, Listing>;
+  /** Directory -> its children that have an entry in either map (for subtree removal). */
+  private readonly kids = new Map<string, Set<string>>();
+  /** Cached names with st_nlink > 1: changing one changes the others' attributes. */
+  private readonly linked = new Set<string>();
+  /**
+   * Link counts of names whose entry was dropped by a change that keeps
+   * them (chmod, chown, utimens, rename): SFTP v3 stat carries no link
+   * count, only OpenSSH's READDIR does, and a refresh must not turn 2 into 1.
+   */
+  private readonly nlinks = new LRUCache<string, number>({ max: 4_096 });
   private mirror?: AttrMirror;
+  private clearing = false;
+  private readonly now: () => number;
+  private readonly busy: (path: string) => boolean;
 
-  constructor(private readonly ttlMs: number, private readonly now: () => number = Date.now) {}
+  // Answers that raced a change (see beginFetch).
+  private changeSeq = 0;
+  private fetches = 0;
+  private changes = new Map<string, number>();
+  private allChangedAt = 0;
+
+  constructor(private readonly ttlMs: number, opts: AttrCacheOptions = {}) {
+    const limits = opts.limits ?? DEFAULT_LIMITS;
+    this.now = opts.now ?? monotonicMs;
+    this.busy = opts.busy ?? (() => false);
+    const perf = { now: this.now };
+    const ttl = Math.max(1, ttlMs);
+    this.attrs = new LRUCache<string, AttrEntry>({
+      max: limits.attrEntries,
+      maxSize: limits.attrBytes,
+      sizeCalculation: (_v, k) => 2 * k.length + 200,
+      ttl,
+      ttlResolution: 0,
+      perf,
+      // After the entry is gone (dispose would run while has(k) still holds).
+      disposeAfter: (_v, k, reason) => {
+        if (reason === 'set') return; // replaced: the new value is mirrored by setAttr
+        this.linked.delete(k);
+        if (!this.clearing) this.mirror?.delete(k);
+        this.unindex(k);
+      },
+    });
+    this.listings = new LRUCache<string, Listing>({
+      max: limits.listings,
+      maxSize: limits.listingBytes,
+      sizeCalculation: (v, k) => {
+        let n = 2 * k.length + 100;
+        for (const name of v.names) n += 2 * name.length + 50;
+        return Math.min(n, limits.listingBytes);
+      },
+      ttl,
+      ttlResolution: 0,
+      perf,
+      disposeAfter: (_v, k, reason) => {
+        if (reason !== 'set') this.unindex(k);
+      },
+    });
+  }
 
   /** Mirror every attribute entry from now on (set before the first entry). */
   mirrorTo(m: AttrMirror): void {
@@ -57,88 +161,219 @@ export class AttrCache {
     return this.ttlMs > 0;
   }
 
+  /** Entries held now (attributes, listings): for tests and Status. */
+  get size(): { attrs: number; listings: number } {
+    return { attrs: this.attrs.size, listings: this.listings.size };
+  }
+
   lookup(path: string): Lookup {
     if (!this.enabled) return { kind: 'miss' };
     const t = this.now();
     const a = this.attrs.get(path);
-    if (a && a.expires > t) return { kind: 'hit', attrs: a.value };
+    if (a && a.expires > t) return { kind: 'hit', attrs: a.attrs };
+    if (a) this.attrs.delete(path); // expired: out of the C table too
     if (path !== '/') {
       // A name missing from a fresh, complete listing that we kept current
       // for our own changes does not exist (as far as the TTL allows).
       const l = this.listings.get(posix.dirname(path));
-      if (l && l.expires > t && !l.value.has(posix.basename(path))) return { kind: 'absent' };
+      if (l && l.expires > t && !l.names.has(posix.basename(path))) return { kind: 'absent' };
     }
     return { kind: 'miss' };
   }
 
-  put(path: string, attrs: RemoteAttrs): void {
-    if (!this.enabled) return;
-    this.setAttr(path, attrs, this.now() + this.ttlMs);
+  /**
+   * The ordering contract between the two SFTP channels (session.ts), kept
+   * here. WRITEs go on the data channel and are acknowledged to FUSE once
+   * queued; LSTAT and READDIR go on the meta channel, and the server answers
+   * the two channels independently. So an answer on meta can describe a file
+   * as it was before WRITEs that FUSE already acknowledged, and an answer
+   * requested before a chmod/rename/truncate made through this mount can
+   * arrive after it. Neither may be cached, or the C table would serve the
+   * old size or mode for the whole TTL. Hence: take a token before sending a
+   * request whose answer will be cached (beginFetch), give it to put /
+   * putListing, and call endFetch after. An answer is cached for a path only
+   * if nothing changed the path since the token (changed(): every
+   * invalidate, every WRITE queued or answered) and no WRITE to it is still
+   * unanswered (`busy`). Answers are still returned to the caller: a stat
+   * racing a write may see either state, as on a local filesystem; only
+   * remembering them is refused. A stat waits for writes queued before it
+   * (FileHandle.settle), which is what sshfs gives with one channel.
+   */
+  beginFetch(): number {
+    this.fetches++;
+    return this.changeSeq;
   }
 
-  putListing(dir: string, entries: { name: string; attrs: RemoteAttrs }[]): void {
+  endFetch(): void {
+    if (--this.fetches === 0) {
+      this.changes.clear();
+      this.allChangedAt = 0;
+    }
+  }
+
+  /** Something about `path` changed on the server through this mount (or is changing: a WRITE queued/answered). */
+  changed(path: string): void {
+    this.changeSeq++;
+    if (this.fetches === 0) return;
+    if (this.changes.size >= MAX_CHANGES_TRACKED) this.allChangedAt = this.changeSeq;
+    else this.changes.set(path, this.changeSeq);
+  }
+
+  private unchanged(path: string, since: number): boolean {
+    return this.allChangedAt <= since && (this.changes.get(path) ?? 0) <= since;
+  }
+
+  private fresh(path: string, since: number): boolean {
+    return this.unchanged(path, since) && !this.busy(path);
+  }
+
+  /** Remember an answer fetched with token `since`; returns the attributes with a kept link count. */
+  put(path: string, attrs: RemoteAttrs, since: number): RemoteAttrs {
+    if (attrs.nlink === undefined) {
+      const n = this.nlinks.get(path);
+      if (n !== undefined) attrs = { ...attrs, nlink: n };
+    } else this.nlinks.delete(path);
+    if (this.enabled && this.fresh(path, since)) this.setAttr(path, attrs, this.now() + this.ttlMs);
+    return attrs;
+  }
+
+  /** Attributes this mount has just made itself (a create or mkdir it finished): no answer raced them. */
+  putOwn(path: string, attrs: RemoteAttrs): void {
+    if (this.enabled && !this.busy(path)) this.setAttr(path, attrs, this.now() + this.ttlMs);
+  }
+
+  /** A directory this mount has just made: empty, so lookups of new names in it need no round trip. */
+  putEmptyDir(dir: string): void {
+    if (!this.enabled) return;
+    this.listings.set(dir, { names: new Set(), expires: this.now() + this.ttlMs });
+    this.index(dir);
+  }
+
+  putListing(dir: string, entries: { name: string; attrs: RemoteAttrs }[], since: number): void {
     if (!this.enabled) return;
     const expires = this.now() + this.ttlMs;
-    this.listings.set(dir, { value: new Set(entries.map((e) => e.name)), expires });
+    // The names stand unless a name was added or removed here since (which changed() the directory).
+    if (this.unchanged(dir, since)) {
+      this.listings.set(dir, { names: new Set(entries.map((e) => e.name)), expires });
+      if (this.listings.has(dir)) this.index(dir);
+    }
     for (const e of entries) {
-      this.setAttr(posix.join(dir, e.name), e.attrs, expires);
+      const p = posix.join(dir, e.name);
+      if (this.fresh(p, since)) this.setAttr(p, e.attrs, expires);
     }
   }
 
   /** The path's attributes changed (write, chmod, truncate...). */
   invalidate(path: string): void {
+    this.changed(path);
     // Other names of a hard-linked file are unknown (SFTP has no inode
-    // numbers): forget everything rather than serve their old size.
-    if (this.linked.has(path)) this.clear();
-    else this.deleteAttr(path);
+    // numbers): forget every name with more than one link rather than serve
+    // their old size. When the path itself is not cached, it may be one of them.
+    const e = this.attrs.peek(path, { allowStale: true });
+    if (this.linked.size > 0 && (!e || (e.attrs.nlink ?? 1) > 1)) this.dropLinked(false);
+    if (e?.attrs.nlink !== undefined) this.nlinks.set(path, e.attrs.nlink);
+    this.attrs.delete(path);
+  }
+
+  /** Link counts changed (link, or unlink of a name with other names): forget every multiply-linked name. */
+  dropLinked(countsChanged = true): void {
+    if (countsChanged) this.nlinks.clear();
+    for (const k of [...this.linked]) {
+      this.changed(k);
+      this.attrs.delete(k);
+    }
+  }
+
+  /** `src` is now `dst` (rename through this mount): the entry and what is cached under it move away. */
+  renamed(src: string, dst: string): void {
+    const n = this.attrs.peek(src, { allowStale: true })?.attrs.nlink ?? this.nlinks.get(src);
+    this.removed(src);
+    this.removed(dst);
+    this.added(dst);
+    this.nlinks.delete(src);
+    if (n !== undefined) this.nlinks.set(dst, n);
+    else this.nlinks.delete(dst);
   }
 
   /** A name appeared in its directory through this mount. */
   added(path: string): void {
-    this.deleteAttr(path);
+    this.changed(path);
+    this.attrs.delete(path);
     this.changedDir(path, (names, base) => names.add(base));
   }
 
   /** A name disappeared through this mount; for a directory, everything under it goes too. */
   removed(path: string): void {
-    this.deleteAttr(path);
+    this.changed(path);
+    this.attrs.delete(path);
     this.dropTree(path);
     this.changedDir(path, (names, base) => names.delete(base));
   }
 
-  /** Forget a directory's listing (e.g. its link counts changed). */
-  forgetListing(dir: string): void {
-    this.listings.delete(dir);
-  }
-
   clear(): void {
-    this.attrs.clear();
-    this.listings.clear();
+    this.changeSeq++;
+    if (this.fetches > 0) this.allChangedAt = this.changeSeq;
+    this.clearing = true;
+    try {
+      this.attrs.clear();
+      this.listings.clear();
+    } finally {
+      this.clearing = false;
+    }
+    this.kids.clear();
     this.linked.clear();
+    this.nlinks.clear();
     this.mirror?.clear();
   }
 
   private setAttr(path: string, attrs: RemoteAttrs, expires: number): void {
-    this.attrs.set(path, { value: attrs, expires });
+    this.attrs.set(path, { attrs, expires }, { ttl: Math.max(1, expires - this.now()) });
+    if (!this.attrs.has(path)) return; // too big for the bound: not kept
     if ((attrs.nlink ?? 1) > 1) this.linked.add(path);
+    else this.linked.delete(path);
+    this.index(path);
     this.mirror?.set(path, attrs, expires);
-  }
-
-  private deleteAttr(path: string): void {
-    if (this.attrs.delete(path)) this.mirror?.delete(path);
   }
 
   private changedDir(path: string, f: (names: Set<string>, base: string) => void): void {
     const dir = posix.dirname(path);
-    this.deleteAttr(dir); // its mtime, size and link count changed
-    const l = this.listings.get(dir);
-    if (l) f(l.value, posix.basename(path));
+    this.changed(dir);
+    this.attrs.delete(dir); // its mtime, size and link count changed
+    this.nlinks.delete(dir);
+    const l = this.listings.peek(dir, { allowStale: true });
+    if (l) f(l.names, posix.basename(path));
   }
 
+  private index(path: string): void {
+    if (path === '/') return;
+    const dir = posix.dirname(path);
+    let s = this.kids.get(dir);
+    if (!s) this.kids.set(dir, (s = new Set()));
+    s.add(path);
+  }
+
+  private unindex(path: string): void {
+    if (path === '/' || this.attrs.has(path) || this.listings.has(path)) return;
+    const dir = posix.dirname(path);
+    const s = this.kids.get(dir);
+    if (s?.delete(path) && s.size === 0) this.kids.delete(dir);
+  }
+
+  /** Everything cached strictly under `path` (and its listing): cost is what the subtree holds. */
   private dropTree(path: string): void {
-    const prefix = path.endsWith('/') ? path : path + '/';
     this.listings.delete(path);
-    for (const k of this.attrs.keys()) if (k.startsWith(prefix)) this.deleteAttr(k);
-    for (const k of this.listings.keys()) if (k.startsWith(prefix)) this.listings.delete(k);
+    const stack = [path];
+    while (stack.length > 0) {
+      const dir = stack.pop()!;
+      const children = this.kids.get(dir);
+      if (!children) continue;
+      this.kids.delete(dir);
+      for (const k of children) {
+        stack.push(k);
+        this.attrs.delete(k);
+        this.listings.delete(k);
+        this.linked.delete(k);
+      }
+    }
   }
 }

@@ -4,28 +4,13 @@
 // ops.ts. Servers that send strerror() texts (gesftpserver, rclone) get a
 // second chance here through the message.
 
-export const Errno = {
-  EPERM: 1,
-  ENOENT: 2,
-  EIO: 5,
-  EBADF: 9,
-  EACCES: 13,
-  EEXIST: 17,
-  EXDEV: 18,
-  ENODEV: 19,
-  ENOTDIR: 20,
-  EISDIR: 21,
-  EINVAL: 22,
-  ENOSPC: 28,
-  EROFS: 30,
-  ENAMETOOLONG: 36,
-  ENOSYS: 38,
-  ENOTEMPTY: 39,
-  ELOOP: 40,
-  EOPNOTSUPP: 95,
-  ENOTCONN: 107,
-  EDQUOT: 122,
-} as const;
+import { constants } from 'node:os';
+import { utils } from 'ssh2';
+
+/** Linux errno values by name (positive; negated at the FUSE boundary). */
+export const Errno = constants.errno;
+
+const S = utils.sftp.STATUS_CODE;
 
 /** An error carrying the errno a FUSE op returns (positive; negated at the FUSE boundary). */
 export class FsError extends Error {
@@ -34,28 +19,28 @@ export class FsError extends Error {
   }
 }
 
-export const SFTP_FAILURE = 4;
+export const SFTP_FAILURE = S.FAILURE;
 
 const BY_STATUS: Record<number, number> = {
-  2: Errno.ENOENT, // NO_SUCH_FILE
-  3: Errno.EACCES, // PERMISSION_DENIED
-  5: Errno.EIO, // BAD_MESSAGE
-  6: Errno.EIO, // NO_CONNECTION
-  7: Errno.EIO, // CONNECTION_LOST
-  8: Errno.EOPNOTSUPP, // OP_UNSUPPORTED
-  // SFTP v4-v6 codes, sent by some servers even in a v3 session.
-  9: Errno.EBADF,
-  10: Errno.ENOENT,
-  11: Errno.EEXIST,
-  12: Errno.EROFS,
-  13: Errno.ENODEV,
-  14: Errno.ENOSPC,
-  15: Errno.EDQUOT,
-  18: Errno.ENOTEMPTY,
-  19: Errno.ENOTDIR,
-  20: Errno.ENAMETOOLONG,
-  21: Errno.ELOOP,
-  24: Errno.EISDIR,
+  [S.NO_SUCH_FILE]: Errno.ENOENT,
+  [S.PERMISSION_DENIED]: Errno.EACCES,
+  [S.BAD_MESSAGE]: Errno.EIO,
+  [S.NO_CONNECTION]: Errno.EIO,
+  [S.CONNECTION_LOST]: Errno.EIO,
+  [S.OP_UNSUPPORTED]: Errno.EOPNOTSUPP,
+  // SFTP v4-v6 codes (draft-ietf-secsh-filexfer-13 9.1; ssh2 names only v3's), sent by some servers even in a v3 session.
+  9: Errno.EBADF, // INVALID_HANDLE
+  10: Errno.ENOENT, // NO_SUCH_PATH
+  11: Errno.EEXIST, // FILE_ALREADY_EXISTS
+  12: Errno.EROFS, // WRITE_PROTECT
+  13: Errno.ENODEV, // NO_MEDIA
+  14: Errno.ENOSPC, // NO_SPACE_ON_FILESYSTEM
+  15: Errno.EDQUOT, // QUOTA_EXCEEDED
+  18: Errno.ENOTEMPTY, // DIR_NOT_EMPTY
+  19: Errno.ENOTDIR, // NOT_A_DIRECTORY
+  20: Errno.ENAMETOOLONG, // INVALID_FILENAME
+  21: Errno.ELOOP, // LINK_LOOP
+  24: Errno.EISDIR, // FILE_IS_A_DIRECTORY
 };
 
 const BY_MESSAGE: [RegExp, number][] = [

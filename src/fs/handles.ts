@@ -1,9 +1,11 @@
-// Open files: the SFTP handle, the write pipeline (acknowledged to FUSE once
-// queued, first error kept for flush/fsync/release) and sequential readahead.
+// Open files: the SFTP handle (reopened after a reconnect only if it still
+// reaches the same file), its write pipeline (write-pipeline.ts) and
+// sequential readahead.
 import type { SFTPWrapper } from 'ssh2';
 import { sftpCall, type Channels, type SftpSession } from '../sftp/session';
 import type { RemoteAttrs } from './attr-cache';
-import { Errno, FsError, errnoOf } from './errno';
+import { Errno, FsError, errnoOf, isGenericFailure } from './errno';
+import { WritePipeline } from './write-pipeline';
 
 /** Readahead unit: FUSE's max_read, and well under OpenSSH's 261,120-byte READ limit. */
 const CHUNK = 128 * 1024;
@@ -17,19 +19,33 @@ export interface OpenSpec {
   readable: boolean;
   /** The server-side path of a mount path (the handle's path follows renames). */
   toRemote: (path: string) => string;
+  /** The errno for a WRITE the server failed with the generic FAILURE (a full store is ENOSPC); never rejects. */
+  explainWrite?: (e: unknown, bytes: number) => Promise<FsError>;
+}
+
+/** What a handle knows of its file, to tell after a reconnect whether a reopen by path reaches the same file. */
+export interface Identity {
+  size: number;
+  mtime: number;
 }
 
 export class FileHandle {
-  private pending = 0;
-  private drained: (() => void)[] = [];
-  /** First write error, reported by flush/fsync/release (and later writes). */
-  error?: FsError;
+  readonly pipeline = new WritePipeline();
   private chunks = new Map<number, Promise<Buffer>>();
   private nextSeq = -1;
   private window = 1;
   /** Connection generation of the oldest write not yet covered by a successful fsync. */
   private unsyncedGen?: number;
   private reopening?: Promise<void>;
+  /**
+   * The file as last seen (at open, by fstat), and what this handle's own
+   * writes and truncates did to it since: a reopen after a reconnect must
+   * find a file that matches, or the handle fails with EIO rather than read
+   * or write another file that took the name meanwhile.
+   */
+  private seen?: Identity;
+  private changedSince = false;
+  private minSize = 0;
 
   constructor(
     readonly id: number,
@@ -40,8 +56,32 @@ export class FileHandle {
     private readonly session: SftpSession,
   ) {}
 
+  /** The first failure: reported by flush/fsync/release and later writes. */
+  get error(): FsError | undefined {
+    return this.pipeline.error;
+  }
+
+  set error(e: FsError | undefined) {
+    this.pipeline.error = e;
+  }
+
   get writesPending(): boolean {
-    return this.pending > 0;
+    return this.pipeline.pending > 0;
+  }
+
+  /** Record the file's attributes as seen now (at open, or from an fstat). */
+  observe(a: Identity): void {
+    this.seen = { size: a.size, mtime: a.mtime };
+    this.changedSince = false;
+    this.minSize = a.size;
+  }
+
+  private matches(a: Identity): boolean {
+    const s = this.seen;
+    if (!s) return false;
+    if (!this.changedSince) return a.size === s.size && a.mtime === s.mtime;
+    // Our own writes moved mtime forward and may have grown the file.
+    return a.size >= this.minSize && a.mtime >= s.mtime;
   }
 
   /** The handle valid on the current connection, reopened by path after a reconnect. */
@@ -52,16 +92,26 @@ export class FileHandle {
       // error stands, and new writes must not land after a gap.
       if (this.error) throw this.error;
       // Concurrent reads after a reconnect share one OPEN.
-      this.reopening ??= sftpCall.open(ch.data, this.spec.toRemote(this.path), this.spec.reopenFlags, {}).then(
-        (h) => {
-          this.remote = h;
-          this.gen = ch.gen;
-        },
-      ).finally(() => (this.reopening = undefined));
+      this.reopening ??= this.reopen(ch).finally(() => (this.reopening = undefined));
       await this.reopening;
       if (ch.gen !== this.gen) return this.live();
     }
     return { ch, h: this.remote };
+  }
+
+  private async reopen(ch: Channels): Promise<void> {
+    const path = this.spec.toRemote(this.path);
+    const h = await sftpCall.open(ch.data, path, this.spec.reopenFlags, {});
+    const a = await sftpCall.fstat(ch.data, h).catch(() => undefined);
+    if (!a || !this.matches(a)) {
+      await sftpCall.close(ch.data, h).catch(() => undefined);
+      const was = this.seen ? `size ${this.seen.size}, mtime ${this.seen.mtime}` : 'unknown';
+      const now = a ? `size ${a.size}, mtime ${a.mtime}` : 'unknown';
+      this.error ??= new FsError(Errno.EIO, `${path} changed while the SFTP link was down (was ${was}, now ${now}): not reopening another file under the same name`);
+      throw this.error;
+    }
+    this.remote = h;
+    this.gen = ch.gen;
   }
 
   /** Queue a write; resolves once queued (not when the server answers). */
@@ -82,16 +132,20 @@ export class FileHandle {
       throw this.error;
     }
     this.unsyncedGen ??= ch.gen;
+    this.changedSince = true;
+    this.minSize = Math.max(this.minSize, pos + len);
     // One SFTP WRITE per piece of at most maxWrite: ssh2 copies the first
     // maxWrite bytes into its packet synchronously but would read the rest
     // later from `buf`, which FUSE reclaims as soon as we answer.
     for (let off = 0; off < len; off += ch.maxWrite) {
       const n = Math.min(ch.maxWrite, len - off);
-      this.pending++;
+      const seq = this.pipeline.queue();
       const done = (err?: Error | null) => {
         this.session.release(n);
-        if (err && !this.error) this.error = new FsError(errnoOf(err), err.message);
-        if (--this.pending === 0) this.wake();
+        if (!err) this.pipeline.answer(seq);
+        // The piece stays unanswered until its errno is known, so flush reports the right one.
+        else if (this.spec.explainWrite && isGenericFailure(err)) void this.spec.explainWrite(err, n).then((fe) => this.pipeline.answer(seq, fe));
+        else this.pipeline.answer(seq, new FsError(errnoOf(err), err.message));
       };
       try {
         ch.data.write(h, buf, off, n, pos + off, done);
@@ -101,31 +155,23 @@ export class FileHandle {
     }
   }
 
-  /** All queued writes answered. */
-  drain(): Promise<void> {
-    if (this.pending === 0) return Promise.resolve();
-    return new Promise((r) => this.drained.push(r));
-  }
-
-  private wake(): void {
-    const ws = this.drained;
-    this.drained = [];
-    for (const w of ws) w();
+  /** Every write queued before this call answered (later ones are not waited for). */
+  settle(): Promise<void> {
+    return this.pipeline.settle();
   }
 
   async fsync(useExt: boolean): Promise<void> {
-    await this.drain();
+    await this.settle();
     if (this.error) throw this.error;
-    if (!useExt) return;
     try {
-      const { ch, h } = await this.live();
+      const { ch, h } = useExt ? await this.live() : { ch: await this.session.channels(), h: undefined };
       if (this.unsyncedGen !== undefined && this.unsyncedGen !== ch.gen) {
         // Those writes were acknowledged by a server session that is gone; an
         // fsync on the new one cannot vouch for them (the server may have
         // restarted and lost its page cache).
         throw new FsError(Errno.EIO, 'writes made before the SFTP link was lost cannot be proven durable');
       }
-      await sftpCall.fsync(ch.data, h);
+      if (h) await sftpCall.fsync(ch.data, h);
     } catch (e) {
       // Whatever made fsync fail (that, a failed reopen, the server's answer)
       // leaves the data unproven: close must report it too, not succeed.
@@ -136,23 +182,37 @@ export class FileHandle {
   }
 
   async fstat(): Promise<RemoteAttrs> {
+    await this.settle();
     const { ch, h } = await this.live();
     const s = await sftpCall.fstat(ch.data, h);
+    if (!this.writesPending) this.observe(s);
     return { mode: s.mode, uid: s.uid, gid: s.gid, size: s.size, atime: s.atime, mtime: s.mtime };
   }
 
   async ftruncate(size: number): Promise<void> {
-    await this.drain();
+    await this.settle();
     this.dropReadahead();
     const { ch, h } = await this.live();
     await sftpCall.fsetstat(ch.data, h, { size });
+    this.changedSince = true;
+    this.minSize = size;
   }
 
+  /**
+   * Last close: every write answered, then CLOSE. Its status counts: servers
+   * that store on close (object-store gateways) report a failed upload only
+   * there, so it becomes the handle's error.
+   */
   async close(): Promise<void> {
-    await this.drain();
+    await this.settle();
     this.dropReadahead();
     const ch = await this.session.channels().catch(() => undefined);
-    if (ch && ch.gen === this.gen) await sftpCall.close(ch.data, this.remote).catch(() => undefined);
+    if (!ch || ch.gen !== this.gen) return;
+    try {
+      await sftpCall.close(ch.data, this.remote);
+    } catch (e) {
+      this.error ??= new FsError(errnoOf(e), `CLOSE failed: ${(e as Error).message}`);
+    }
   }
 
   dropReadahead(): void {
@@ -162,7 +222,7 @@ export class FileHandle {
   /** Read up to len bytes at pos into out; returns bytes read (short only at EOF). */
   async read(out: Buffer, len: number, pos: number): Promise<number> {
     if (!this.spec.readable) throw new FsError(Errno.EBADF);
-    await this.drain(); // our own writes first: they may sit on the same bytes
+    await this.settle(); // our own writes first: they may sit on the same bytes
     const first = Math.floor(pos / CHUNK);
     const last = Math.floor((pos + len - 1) / CHUNK);
     // The kernel sends readahead READs concurrently, so they may arrive out
@@ -176,9 +236,13 @@ export class FileHandle {
     }
     for (const k of this.chunks.keys()) if (k < first - 1 || k > last + MAX_WINDOW + 1) this.chunks.delete(k);
     for (let i = first; i <= last + this.window; i++) if (!this.chunks.has(i)) this.chunks.set(i, this.fetch(i));
+    // Take the chunks now: a write or truncate may clear the map (dropReadahead)
+    // while this read waits, and the answers already asked for still serve it.
+    const wanted: Promise<Buffer>[] = [];
+    for (let i = first; i <= last; i++) wanted.push(this.chunks.get(i)!);
     let copied = 0;
     for (let i = first; i <= last; i++) {
-      const chunk = await this.chunks.get(i)!;
+      const chunk = await wanted[i - first];
       const from = Math.max(pos + copied - i * CHUNK, 0);
       const n = Math.min(chunk.length - from, len - copied);
       if (n <= 0) break;
@@ -195,7 +259,8 @@ export class FileHandle {
       const n = await this.readFull(buf, CHUNK, i * CHUNK);
       return n === CHUNK ? buf : buf.subarray(0, n);
     })();
-    p.catch(() => this.chunks.delete(i)); // a failed chunk is retried by the next read
+    // A failed chunk is retried by the next read (unless the map moved on).
+    p.catch(() => this.chunks.get(i) === p && this.chunks.delete(i));
     return p;
   }
 
@@ -256,7 +321,14 @@ export class HandleTable {
   }
 
   forPath(path: string): FileHandle[] {
+    if (this.byId.size === 0) return [];
     return [...this.byId.values()].filter((h) => h.path === path);
+  }
+
+  /** Some handle of the path has writes queued and unanswered. */
+  writing(path: string): boolean {
+    for (const h of this.byId.values()) if (h.path === path && h.writesPending) return true;
+    return false;
   }
 
   all(): FileHandle[] {

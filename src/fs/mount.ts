@@ -5,8 +5,9 @@ import { execFile } from 'node:child_process';
 import Fuse from 'fuse-native';
 import { describeTarget } from '../sftp/target';
 import { DEFAULT_RECONNECT_WAIT_MS, SftpSession, sftpCall } from '../sftp/session';
-import { AttrCache } from './attr-cache';
-import { SftpOps } from './ops';
+import { monotonicMs } from './attr-cache';
+import { fuseOps } from './fuse-adapter';
+import { SftpOps, type Caller } from './ops';
 import type { FsOptions, MountedFs } from './index';
 
 /** FUSE request size: big_writes lets the kernel send up to this per WRITE (default 4 KiB). */
@@ -54,6 +55,17 @@ function fuseOptions(opts: FsOptions, ttlSeconds: number): string[] {
   ];
 }
 
+/**
+ * The C table's expiry clock. Ours is monotonicMs() (CLOCK_MONOTONIC); a
+ * binding that still compares against CLOCK_REALTIME (Date.now()) gets the
+ * same deadline moved onto that clock. fuse-native says which it uses with
+ * Fuse.ATTR_CLOCK === 'monotonic'.
+ */
+function toBindingClock(expiresAt: number): number {
+  if ((Fuse as unknown as { ATTR_CLOCK?: string }).ATTR_CLOCK === 'monotonic') return expiresAt;
+  return Date.now() + (expiresAt - monotonicMs());
+}
+
 function promisify(f: (cb: (err: Error | null) => void) => void): Promise<void> {
   return new Promise((resolve, reject) => f((err) => (err ? reject(err) : resolve())));
 }
@@ -73,31 +85,35 @@ export async function mountSftpFs(opts: FsOptions): Promise<MountedFs> {
     throw new Error(`cannot use remote directory ${opts.target.remotePath || '(login directory)'} on ${describeTarget(opts.target)}: ${(e as Error).message}; check the path in sshcmd`);
   }
   const ttl = opts.cacheTimeout;
-  const cache = new AttrCache(ttl * 1000);
   const ops = new SftpOps(session, {
     root,
     uid: opts.uid,
     gid: opts.gid,
     umask: opts.umask,
     readOnly: opts.readOnly,
-    cache,
+    cacheTtlMs: ttl * 1000,
     log,
   });
-  await detachStale(opts.mountpoint);
-  const fuse = new Fuse(opts.mountpoint, ops.fuseOps(), {
-    allowOther: opts.allowOther,
-    timeout: timeouts(reconnectWaitMs),
-    extraOptions: fuseOptions(opts, ttl),
-  });
-  // Cached attributes are answered in libfuse's worker thread, without the
-  // hand-off to this thread (~120 us CPU each): with entry_timeout=0 (above)
-  // every path walk looks each name up, and a lookup is a getattr.
-  cache.mirrorTo({
-    set: (p, a, expiresAt) => fuse.attrCacheSet(p, ops.toStat(a), expiresAt),
-    delete: (p) => fuse.attrCacheDelete(p),
-    clear: () => fuse.attrCacheClear(),
-  });
+  let fuse: Fuse;
   try {
+    await detachStale(opts.mountpoint);
+    // The caller's uid/gid (fuse_get_context), where the binding offers it: new files get their creator as owner.
+    let binding: { callerContext?: () => Caller } | undefined;
+    const callerContext = () => (typeof binding?.callerContext === 'function' ? binding.callerContext() : undefined);
+    fuse = new Fuse(opts.mountpoint, fuseOps(ops, { session, log, callerContext }), {
+      allowOther: opts.allowOther,
+      timeout: timeouts(reconnectWaitMs),
+      extraOptions: fuseOptions(opts, ttl),
+    });
+    binding = fuse as unknown as typeof binding;
+    // Cached attributes are answered in libfuse's worker thread, without the
+    // hand-off to this thread: with entry_timeout=0 (above) every path walk
+    // looks each name up, and a lookup is a getattr (docs/performance.md).
+    ops.cache.mirrorTo({
+      set: (p, a, expiresAt) => fuse.attrCacheSet(p, ops.toStat(a), toBindingClock(expiresAt)),
+      delete: (p) => fuse.attrCacheDelete(p),
+      clear: () => fuse.attrCacheClear(),
+    });
     await promisify((cb) => fuse.mount(cb));
   } catch (e) {
     session.close();

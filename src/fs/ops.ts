@@ -1,40 +1,39 @@
-// FUSE operations (fuse-native's callback API) mapped onto SFTP.
-// Results follow what the same syscall gives on a local filesystem: the
-// kernel already answers most errors itself from getattr (default_permissions,
-// lookups), and where OpenSSH's sftp-server answers only the generic FAILURE
-// a stat on the metadata channel tells which errno a local fs would give.
+// POSIX filesystem operations mapped onto SFTP (the FUSE callbacks around
+// them are in fuse-adapter.ts). Results follow what the same syscall gives on
+// a local filesystem: the kernel already answers most errors itself from
+// getattr (default_permissions, lookups), and where OpenSSH's sftp-server
+// answers only the generic FAILURE a stat on the metadata channel tells which
+// errno a local fs would give.
+import { constants as fsc } from 'node:fs';
 import { posix } from 'node:path';
 import type { Logger } from 'pino';
-import type { Stats } from 'ssh2';
+import type { InputAttributes, Stats } from 'ssh2';
 import { sftpCall, type Channels, type SftpSession } from '../sftp/session';
-import { AttrCache, type RemoteAttrs } from './attr-cache';
+import { AttrCache, type CacheLimits, type RemoteAttrs } from './attr-cache';
 import { Errno, FsError, errnoOf, isGenericFailure } from './errno';
 import { FileHandle, HandleTable } from './handles';
+import { TRUNCATES, planOpen } from './open-flags';
 
-// Linux open(2) flags as FUSE passes them.
-const O_ACCMODE = 0o3;
-const O_WRONLY = 0o1;
-const O_RDWR = 0o2;
-const O_CREAT = 0o100;
-const O_EXCL = 0o200;
-const O_TRUNC = 0o1000;
-const O_APPEND = 0o2000;
-// SFTP v3 pflags.
-const F_READ = 0x01;
-const F_WRITE = 0x02;
-const F_APPEND = 0x04;
-const F_CREAT = 0x08;
-const F_TRUNC = 0x10;
-const F_EXCL = 0x20;
-
-const S_IFMT = 0o170000;
-const S_IFDIR = 0o040000;
+const { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK } = fsc;
+/** setgid and setuid (node's fs.constants has no S_ISGID/S_ISUID). */
+const S_ISGID = 0o2000;
+const S_ISUID = 0o4000;
 /** fuse-native passes uid/gid -1 ("leave unchanged") as an unsigned 32-bit number. */
 const KEEP_ID = 0xffffffff;
 /** The patched binding sends UTIME_OMIT as 2^64 - 1. */
 const OMIT_MS = 2 ** 63;
 /** st_blksize: what `cp`, `dd` and stdio size their buffers by; matches max_write. */
 const BLKSIZE = 128 * 1024;
+/** NAME_MAX of Linux's local filesystems, in bytes per path component. */
+export const NAME_MAX = 255;
+
+/** Who made the request (fuse_get_context), as the binding reports it. */
+export interface Caller {
+  uid: number;
+  gid: number;
+  pid?: number;
+  umask?: number;
+}
 
 export interface OpsOptions {
   root: string;
@@ -42,13 +41,14 @@ export interface OpsOptions {
   gid?: number;
   umask?: number;
   readOnly: boolean;
-  cache: AttrCache;
+  /** Milliseconds a cached attribute or listing may be served (0: no cache). */
+  cacheTtlMs: number;
+  cacheLimits?: CacheLimits;
   log: Logger;
 }
 
-type Cb = (code: number, ...rest: unknown[]) => void;
-
 const isDir = (a: { mode: number }) => (a.mode & S_IFMT) === S_IFDIR;
+const isLink = (a: { mode: number }) => (a.mode & S_IFMT) === S_IFLNK;
 
 function attrsOf(s: Pick<Stats, "mode" | "uid" | "gid" | "size" | "atime" | "mtime">, longname?: string): RemoteAttrs {
   // OpenSSH's READDIR longname is `ls -l` output: the second field is the link count.
@@ -58,6 +58,7 @@ function attrsOf(s: Pick<Stats, "mode" | "uid" | "gid" | "size" | "atime" | "mti
 
 export class SftpOps {
   readonly handles = new HandleTable();
+  readonly cache: AttrCache;
   /**
    * Hidden names (.fuse_hiddenNNN) of files unlinked while open. libfuse 2
    * renames such a file instead of removing it and removes the hidden name
@@ -67,12 +68,17 @@ export class SftpOps {
    * at once; the hidden name lives only here (see rename, unlink, getattr).
    */
   private readonly ghosts = new Set<string>();
-  private readonly cache: AttrCache;
   private readonly log: Logger;
+  /**
+   * Whether the SSH user may chown (root on the store): learnt from the first
+   * attempt to give a new file its creator's owner. false: new files stay
+   * the SSH user's (docs/options.md says what containers see then).
+   */
+  private canChown?: boolean;
 
-  constructor(private readonly session: SftpSession, private readonly o: OpsOptions) {
-    this.cache = o.cache;
+  constructor(readonly session: SftpSession, private readonly o: OpsOptions) {
     this.log = o.log;
+    this.cache = new AttrCache(o.cacheTtlMs, { limits: o.cacheLimits, busy: (p) => this.handles.writing(p) });
   }
 
   private remote(path: string): string {
@@ -104,8 +110,9 @@ export class SftpOps {
     };
   }
 
-  private async drainPath(path: string): Promise<void> {
-    await Promise.all(this.handles.forPath(path).map((h) => h.drain()));
+  /** Writes to the path queued before this call answered (not the ones queued after). */
+  private async settlePath(path: string): Promise<void> {
+    await Promise.all(this.handles.forPath(path).map((h) => h.settle()));
   }
 
   private dropReadahead(path: string): void {
@@ -124,29 +131,30 @@ export class SftpOps {
   }
 
   async attrs(path: string): Promise<RemoteAttrs> {
-    if (this.handles.forPath(path).some((h) => h.writesPending)) await this.drainPath(path);
+    await this.settlePath(path);
     const hit = this.cache.lookup(path);
     if (hit.kind === 'hit') return hit.attrs;
     if (hit.kind === 'absent') throw new FsError(Errno.ENOENT);
-    const a = await this.lstatRaw(path);
-    if (!a) throw new FsError(Errno.ENOENT);
-    this.cache.put(path, a);
-    return a;
+    return this.refresh(path);
+  }
+
+  /** lstat the path now and remember the answer (if nothing raced it, see AttrCache.beginFetch). */
+  private async refresh(path: string): Promise<RemoteAttrs> {
+    const since = this.cache.beginFetch();
+    try {
+      const a = await this.lstatRaw(path);
+      if (!a) throw new FsError(Errno.ENOENT);
+      return this.cache.put(path, a, since);
+    } finally {
+      this.cache.endFetch();
+    }
   }
 
   // ---- errno disambiguation for OpenSSH's generic FAILURE ----
 
-  private async explain(e: unknown, path: string, op: 'mkdir' | 'rmdir' | 'unlink' | 'open' | 'create' | 'link' | 'write'): Promise<FsError> {
+  private async explain(e: unknown, path: string, op: 'mkdir' | 'rmdir' | 'unlink' | 'open' | 'create' | 'link'): Promise<FsError> {
     if (!isGenericFailure(e)) return new FsError(errnoOf(e));
     try {
-      if (op === 'write') {
-        const { meta, ext } = await this.ch();
-        if (ext.has('statvfs@openssh.com')) {
-          const v = await sftpCall.statvfs(meta, this.o.root);
-          if (v.bavail === 0) return new FsError(Errno.ENOSPC);
-        }
-        return new FsError(Errno.EIO);
-      }
       const a = await this.lstatRaw(path);
       const parent = await this.lstatRaw(posix.dirname(path));
       if (parent && !isDir(parent)) return new FsError(Errno.ENOTDIR);
@@ -178,6 +186,29 @@ export class SftpOps {
     return new FsError(Errno.EIO);
   }
 
+  /**
+   * A failed WRITE (or a truncate that grows): OpenSSH answers ENOSPC and
+   * EDQUOT with the generic FAILURE, so ask the store whether it has room
+   * for what was refused. Without statvfs@openssh.com the failure stays EIO.
+   */
+  async explainWrite(e: unknown, bytes: number): Promise<FsError> {
+    if (!isGenericFailure(e)) return new FsError(errnoOf(e), (e as Error).message);
+    try {
+      const { meta, ext } = await this.ch();
+      if (ext.has('statvfs@openssh.com')) {
+        const v = await sftpCall.statvfs(meta, this.o.root);
+        const unit = v.frsize || v.bsize;
+        // bavail for the SSH user, bfree for root (which may use the reserve): full for either.
+        if (Math.min(v.bavail, v.bfree) * unit < Math.max(bytes, unit)) {
+          return new FsError(Errno.ENOSPC, `the store is full (${v.bavail * unit} bytes available): ${(e as Error).message}`);
+        }
+      }
+    } catch {
+      /* the question failed too: stay with EIO */
+    }
+    return new FsError(Errno.EIO, (e as Error).message);
+  }
+
   private async explainRename(e: unknown, src: string, dst: string): Promise<FsError> {
     if (!isGenericFailure(e) && errnoOf(e) !== Errno.EEXIST) return new FsError(errnoOf(e));
     const s = await this.lstatRaw(src).catch(() => undefined);
@@ -207,7 +238,7 @@ export class SftpOps {
 
   async fgetattr(path: string, fd: number) {
     const h = this.handles.get(fd);
-    if (h) await h.drain();
+    if (h) await h.settle();
     try {
       return await this.getattr(path);
     } catch (e) {
@@ -229,9 +260,15 @@ export class SftpOps {
    */
   async readdir(path: string): Promise<{ names: string[]; stats: ReturnType<SftpOps['toStat']>[] }> {
     const { meta } = await this.ch();
-    const list = await sftpCall.readdir(meta, this.remote(path));
-    const entries = list.map((e) => ({ name: e.filename, attrs: attrsOf(e.attrs, e.longname) }));
-    this.cache.putListing(path, entries);
+    const since = this.cache.beginFetch();
+    let entries: { name: string; attrs: RemoteAttrs }[];
+    try {
+      const list = await sftpCall.readdir(meta, this.remote(path));
+      entries = list.map((e) => ({ name: e.filename, attrs: attrsOf(e.attrs, e.longname) }));
+      this.cache.putListing(path, entries, since);
+    } finally {
+      this.cache.endFetch();
+    }
     const dir = this.toStat({ mode: S_IFDIR | 0o755, uid: 0, gid: 0, size: 0, atime: 0, mtime: 0 });
     return { names: ['.', '..', ...entries.map((e) => e.name)], stats: [dir, dir, ...entries.map((e) => this.toStat(e.attrs))] };
   }
@@ -268,18 +305,66 @@ export class SftpOps {
     return sftpCall.readlink(meta, this.remote(path));
   }
 
-  async mkdir(path: string, mode: number): Promise<void> {
+  async mkdir(path: string, mode: number, caller?: Caller): Promise<void> {
     this.writable();
     const { meta } = await this.ch();
+    const made = sftpCall.mkdir(meta, this.remote(path), mode & 0o7777);
+    // Answered in order right behind the MKDIR: its owner and mode as the server made them.
+    const stat = sftpCall.lstat(meta, this.remote(path));
+    stat.catch(() => undefined);
     try {
-      await sftpCall.mkdir(meta, this.remote(path), mode & 0o7777);
+      await made;
     } catch (e) {
       throw await this.explain(e, path, 'mkdir');
     }
     this.cache.added(path);
+    const a = await this.finishNew(path, await stat.catch(() => undefined), mode, caller);
+    if (a) this.cache.putOwn(path, a);
     // Just made, so empty: lookups of new names in it (every file created
     // there) are answered ENOENT without a round trip.
-    this.cache.putListing(path, []);
+    this.cache.putEmptyDir(path);
+  }
+
+  /**
+   * Make a node just created look as it would on a local filesystem: owned
+   * by its creator (when the SSH user may chown) and with the mode asked
+   * for (the server's umask removed bits the caller's umask kept: 0777 ->
+   * 0755, 04777 -> 04755). The owner goes first, in its own SETSTAT: a chown
+   * clears setuid/setgid, and one SETSTAT with both applies them in an
+   * order the server picks. `a` is the node as the server made it.
+   */
+  private async finishNew(path: string, a: Stats | undefined, mode: number, caller: Caller | undefined, link = false): Promise<RemoteAttrs | undefined> {
+    if (!a) return undefined;
+    const { meta, ext } = await this.ch();
+    const at = attrsOf(a);
+    const remote = this.remote(path);
+    if (caller && this.canChown !== false && (!link || ext.has('lsetstat@openssh.com'))) {
+      // A setgid parent gives its group to new entries (the server did so already).
+      const parent = await this.attrs(posix.dirname(path)).catch(() => undefined);
+      const gid = parent && parent.mode & S_ISGID ? at.gid : caller.gid;
+      if (at.uid !== caller.uid || at.gid !== gid) {
+        try {
+          const owner = { uid: caller.uid, gid };
+          await (link ? sftpCall.lsetstat(meta, remote, owner) : sftpCall.setstat(meta, remote, owner));
+          this.canChown = true;
+          at.uid = owner.uid;
+          at.gid = owner.gid;
+          // The server's chown cleared setuid/setgid of a file: set below with the mode.
+          if (!isDir(at)) at.mode &= ~(S_ISUID | S_ISGID);
+        } catch (e) {
+          const n = errnoOf(e);
+          if (n !== Errno.EPERM && n !== Errno.EACCES) throw new FsError(n, (e as Error).message);
+          this.canChown = false;
+          this.log.info({ uid: caller.uid, gid: caller.gid, owner: `${at.uid}:${at.gid}` }, 'the SSH user cannot chown on the store: new files stay owned by it (see uid=/gid= in docs/options.md)');
+        }
+      }
+    }
+    const want = mode & 0o7777;
+    if (!link && (at.mode & 0o7777) !== want) {
+      await sftpCall.setstat(meta, remote, { mode: want });
+      at.mode = (at.mode & S_IFMT) | want;
+    }
+    return at;
   }
 
   async rmdir(path: string): Promise<void> {
@@ -298,7 +383,6 @@ export class SftpOps {
     // libfuse removing the hidden name after the last close: already gone.
     if (this.ghosts.delete(path)) return;
     const { meta } = await this.ch();
-    const before = this.cache.lookup(path);
     try {
       await sftpCall.unlink(meta, this.remote(path));
     } catch (e) {
@@ -306,11 +390,11 @@ export class SftpOps {
     }
     this.cache.removed(path);
     this.dropReadahead(path);
-    // Other names of the file now have one link fewer.
-    if (before.kind === 'hit' && (before.attrs.nlink ?? 1) > 1) this.cache.clear();
+    // Other names of the file (if any) now have one link fewer.
+    this.cache.dropLinked();
   }
 
-  async symlink(target: string, path: string): Promise<void> {
+  async symlink(target: string, path: string, caller?: Caller): Promise<void> {
     this.writable();
     const { meta } = await this.ch();
     try {
@@ -319,6 +403,27 @@ export class SftpOps {
       throw await this.explain(e, path, 'link');
     }
     this.cache.added(path);
+    if (caller && this.canChown !== false) {
+      await this.finishNew(path, await sftpCall.lstat(meta, this.remote(path)).catch(() => undefined), 0o777, caller, true);
+    }
+  }
+
+  /**
+   * Special files (FIFOs, sockets, devices): SFTP has no request that makes
+   * them. EPERM is what mknod(2) answers on a filesystem that does not
+   * support the node type (and what mkfifo and bind then report), logged
+   * so the reason can be found. libfuse only calls mknod for a regular file
+   * when there is no create, which tsfs has.
+   */
+  async mknod(path: string, mode: number, caller?: Caller): Promise<void> {
+    this.writable();
+    if ((mode & S_IFMT) === S_IFREG) {
+      const fd = await this.create(path, mode, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, caller);
+      return this.release(path, fd);
+    }
+    const kind = { [fsc.S_IFIFO]: 'FIFO', [fsc.S_IFSOCK]: 'socket', [fsc.S_IFCHR]: 'character device', [fsc.S_IFBLK]: 'block device' }[mode & S_IFMT] ?? 'special file';
+    this.log.info({ path, kind }, `cannot make a ${kind} on an SFTP store (SFTP has no request for special files): EPERM`);
+    throw new FsError(Errno.EPERM);
   }
 
   async link(src: string, dst: string): Promise<void> {
@@ -334,6 +439,7 @@ export class SftpOps {
     }
     this.cache.added(dst);
     this.cache.invalidate(src);
+    this.cache.dropLinked();
     // SFTP v3 stat carries no link count; OpenSSH's listing does: refresh the
     // listings holding both names so their st_nlink is right at once.
     if (this.cache.enabled) {
@@ -367,9 +473,7 @@ export class SftpOps {
     } catch (e) {
       throw e instanceof FsError ? e : await this.explainRename(e, src, dst);
     }
-    this.cache.removed(src);
-    this.cache.removed(dst);
-    this.cache.added(dst);
+    this.cache.renamed(src, dst);
     this.handles.renamed(src, dst);
   }
 
@@ -400,26 +504,51 @@ export class SftpOps {
     }
   }
 
-  /** Changing the volume root's owner/mode/times must not fail a container start. */
-  private async setattr(path: string, attrs: Parameters<typeof sftpCall.setstat>[2]): Promise<void> {
+  /**
+   * SETSTAT, or lsetstat@openssh.com for owner and times: chown and
+   * utimens reach FUSE for the node itself (lchown, lutimes, or a link
+   * already resolved by the kernel), and SETSTAT would follow a symlink to
+   * its target. Changing the volume root's owner/mode/times must not fail a
+   * container start when the server refuses.
+   */
+  private async setattr(path: string, attrs: InputAttributes, noFollow = false): Promise<void> {
     this.writable();
-    await this.drainPath(path);
-    const { meta } = await this.ch();
+    await this.settlePath(path);
+    const { meta, ext } = await this.ch();
+    const remote = this.remote(path);
     try {
-      await sftpCall.setstat(meta, this.remote(path), attrs);
+      if (noFollow && ext.has('lsetstat@openssh.com')) await sftpCall.lsetstat(meta, remote, attrs);
+      else {
+        if (noFollow && isLink(await this.attrs(path))) {
+          this.log.info({ path, attrs }, 'the server has no lsetstat@openssh.com: cannot change a symlink itself, and its target must not change instead');
+          throw new FsError(Errno.EOPNOTSUPP);
+        }
+        await sftpCall.setstat(meta, remote, attrs);
+      }
     } catch (e) {
+      if (e instanceof FsError) throw e;
       const n = errnoOf(e);
-      if (path === '/') {
-        // Docker copies image content into an empty volume and then chowns,
-        // chmods and utimes its root; a server that refuses (chown as non-root)
-        // must not fail the container.
+      // Docker copies image content into an empty volume and then chowns,
+      // chmods and utimes its root; a server that refuses (chown as
+      // non-root) must not fail the container. A refusal carries an SFTP
+      // status; a lost link does not, and is an error like anywhere else.
+      if (path === '/' && typeof (e as { code?: unknown }).code === 'number') {
         this.log.debug({ attrs, errno: n }, 'server refused to change the volume root; ignored');
         return;
       }
+      if (attrs.size !== undefined) throw await this.explainTruncate(e, path, attrs.size);
       throw new FsError(n === Errno.EACCES ? Errno.EPERM : n);
     } finally {
       this.cache.invalidate(path);
     }
+  }
+
+  /** A truncate the server refused with FAILURE: growing a regular file past the largest size it takes is EFBIG. */
+  private async explainTruncate(e: unknown, path: string, size: number): Promise<FsError> {
+    if (!isGenericFailure(e)) return new FsError(errnoOf(e));
+    const a = await this.lstatRaw(path).catch(() => undefined);
+    if (a && (a.mode & S_IFMT) === S_IFREG && size > a.size) return new FsError(Errno.EFBIG, `the server refused to grow ${path} to ${size} bytes`);
+    return this.explainWrite(e, 0);
   }
 
   chmod(path: string, mode: number): Promise<void> {
@@ -434,7 +563,7 @@ export class SftpOps {
       if (uid === KEEP_ID) uid = a.uid;
       if (gid === KEEP_ID) gid = a.gid;
     }
-    return this.setattr(path, { uid, gid });
+    return this.setattr(path, { uid, gid }, true);
   }
 
   /** SFTP v3 carries whole seconds: sub-second parts of atime and mtime are dropped. */
@@ -445,7 +574,7 @@ export class SftpOps {
       if (atimeMs >= OMIT_MS) atimeMs = a.atime * 1000;
       if (mtimeMs >= OMIT_MS) mtimeMs = a.mtime * 1000;
     }
-    return this.setattr(path, { atime: Math.floor(atimeMs / 1000), mtime: Math.floor(mtimeMs / 1000) });
+    return this.setattr(path, { atime: Math.floor(atimeMs / 1000), mtime: Math.floor(mtimeMs / 1000) }, true);
   }
 
   async truncate(path: string, size: number): Promise<void> {
@@ -461,62 +590,69 @@ export class SftpOps {
     try {
       await h.ftruncate(size);
     } catch (e) {
-      throw new FsError(errnoOf(e));
+      throw e instanceof FsError ? e : await this.explainTruncate(e, path, size);
     } finally {
       this.cache.invalidate(path);
     }
   }
 
   async open(path: string, flags: number): Promise<number> {
-    const acc = flags & O_ACCMODE;
-    if (this.o.readOnly && (acc !== 0 || flags & O_TRUNC)) throw new FsError(Errno.EROFS);
-    let pflags = acc === O_RDWR ? F_READ | F_WRITE : acc === O_WRONLY ? F_WRITE : F_READ;
-    if (flags & O_APPEND) pflags |= F_APPEND;
-    const reopen = pflags;
-    if (flags & O_TRUNC) pflags |= F_TRUNC;
-    return this.openRemote(path, pflags, reopen, acc !== O_WRONLY, {}, 'open');
+    const plan = planOpen(flags, false);
+    if (this.o.readOnly && plan.writes) throw new FsError(Errno.EROFS);
+    return this.openRemote(path, plan.pflags, plan.reopen, plan.readable, {}, 'open');
   }
 
-  async create(path: string, mode: number, flags: number): Promise<number> {
+  async create(path: string, mode: number, flags: number, caller?: Caller): Promise<number> {
     this.writable();
-    const acc = flags & O_ACCMODE;
-    let pflags = F_CREAT | (acc === O_RDWR ? F_READ | F_WRITE : acc === O_WRONLY ? F_WRITE : F_READ);
-    if (flags & O_APPEND) pflags |= F_APPEND;
-    const reopen = pflags & ~F_CREAT;
-    if (flags & O_EXCL) pflags |= F_EXCL;
-    if (flags & O_TRUNC) pflags |= F_TRUNC;
-    const fd = await this.openRemote(path, pflags, reopen, acc !== O_WRONLY, { mode: mode & 0o7777 }, 'create');
-    return fd;
+    const plan = planOpen(flags, true);
+    return this.openRemote(path, plan.pflags, plan.reopen, plan.readable, { mode: mode & 0o7777 }, 'create', caller);
   }
 
-  private async openRemote(path: string, pflags: number, reopenFlags: number, readable: boolean, attrs: { mode?: number }, op: 'open' | 'create'): Promise<number> {
+  private async openRemote(path: string, pflags: number, reopenFlags: number, readable: boolean, attrs: { mode?: number }, op: 'open' | 'create', caller?: Caller): Promise<number> {
     const ch = await this.ch();
     let remote: Buffer;
-    const opening = sftpCall.open(ch.data, this.remote(path), pflags, attrs);
-    // After create the kernel asks for the new file's attributes at once. An
-    // LSTAT queued right behind the OPEN on the same channel (sftp-server
-    // answers in order) gets them in the same round trip.
-    const stat = op === 'create' && this.cache.enabled ? sftpCall.lstat(ch.data, this.remote(path)) : undefined;
-    stat?.catch(() => undefined);
+    const since = this.cache.beginFetch();
     try {
-      remote = await opening;
-    } catch (e) {
-      throw await this.explain(e, path, op);
+      const opening = sftpCall.open(ch.data, this.remote(path), pflags, attrs);
+      // A stat queued right behind the OPEN on the same channel (sftp-server
+      // answers in order) sees the file just opened, in the same round trip:
+      // after create the kernel asks for its attributes at once, and the
+      // handle keeps size and mtime to recognise the file after a reconnect.
+      // OPEN follows symlinks, so the identity comes from STAT.
+      const stat = (op === 'create' ? sftpCall.lstat : sftpCall.stat)(ch.data, this.remote(path));
+      stat.catch(() => undefined);
+      try {
+        remote = await opening;
+      } catch (e) {
+        throw await this.explain(e, path, op);
+      }
+      if (pflags & TRUNCATES) {
+        this.cache.invalidate(path);
+        this.dropReadahead(path);
+      }
+      let a = await stat.catch(() => undefined);
+      // A server free to reorder could have answered the stat first: then
+      // it saw no file (ENOENT) or the old one, whose size a TRUNC has since made 0.
+      if (a && pflags & TRUNCATES && a.size !== 0) a = undefined;
+      let seen: RemoteAttrs | undefined = a && attrsOf(a);
+      if (op === 'create') {
+        this.cache.added(path);
+        seen = await this.finishNew(path, a, attrs.mode ?? 0o644, caller).catch(async (e) => {
+          await sftpCall.close(ch.data, remote).catch(() => undefined);
+          throw e;
+        });
+        if (seen) this.cache.putOwn(path, seen);
+      }
+      const h = this.handles.add(
+        (id) =>
+          new FileHandle(id, path, { path, reopenFlags, readable, toRemote: (p) => this.remote(p), explainWrite: (e, n) => this.explainWrite(e, n) }, remote, ch.gen, this.session),
+      );
+      h.pipeline.onActivity = () => this.cache.changed(h.path);
+      if (seen) h.observe(seen);
+      return h.id;
+    } finally {
+      this.cache.endFetch();
     }
-    if (pflags & F_TRUNC) {
-      this.cache.invalidate(path);
-      this.dropReadahead(path);
-    }
-    if (op === 'create') {
-      this.cache.added(path);
-      const a = await stat?.catch(() => undefined);
-      // A server free to reorder could have answered the LSTAT first: then
-      // it saw no file (ENOENT, ignored) or the old one, whose size a TRUNC
-      // has since made 0.
-      if (a && (!(pflags & F_TRUNC) || a.size === 0)) this.cache.put(path, attrsOf(a));
-    }
-    const h = this.handles.add((id) => new FileHandle(id, path, { path, reopenFlags, readable, toRemote: (p) => this.remote(p) }, remote, ch.gen, this.session));
-    return h.id;
   }
 
   private handle(fd: number): FileHandle {
@@ -541,7 +677,7 @@ export class SftpOps {
   /** close(2): every write of this handle answered; the first failure is close's error. */
   async flush(path: string, fd: number): Promise<void> {
     const h = this.handle(fd);
-    await h.drain();
+    await h.settle();
     this.cache.invalidate(path);
     if (h.error) throw h.error;
   }
@@ -567,76 +703,6 @@ export class SftpOps {
 
   /** Wait for every open file's queued writes (unmount). */
   async drainAll(): Promise<void> {
-    await Promise.all(this.handles.all().map((h) => h.drain()));
+    await Promise.all(this.handles.all().map((h) => h.settle()));
   }
-
-  /** fuse-native's ops object: promise results to callbacks, FsError to -errno. */
-  fuseOps(): Record<string, unknown> {
-    const run = <T>(name: string, path: string, f: () => Promise<T>, cb: Cb, ok: (v: T) => unknown[] = () => []) => {
-      // The kernel looks every name up (getattr) before acting on it, so this
-      // one check gives ENAMETOOLONG where a local filesystem would; OpenSSH's
-      // sftp-server would answer BAD_MESSAGE, which maps to EIO.
-      if (nameTooLong(path)) return cb(-Errno.ENAMETOOLONG);
-      (IDEMPOTENT.has(name) ? this.session.idempotent(f) : f()).then(
-        (v) => cb(0, ...ok(v)),
-        (e) => {
-          const n = errnoOf(e);
-          if (n === Errno.EIO) this.log.warn({ op: name, path, err: (e as Error).message }, 'I/O error');
-          cb(-n);
-        },
-      );
-    };
-    // read/write report their byte count in the first callback argument.
-    const io = (name: string, path: string, f: () => Promise<number>, cb: (n: number) => void) =>
-      (IDEMPOTENT.has(name) ? this.session.idempotent(f) : f()).then(cb, (e) => {
-        const n = errnoOf(e);
-        if (n === Errno.EIO) this.log.warn({ op: name, path, err: (e as Error).message }, 'I/O error');
-        cb(-n);
-      });
-    return {
-      getattr: (p: string, cb: Cb) => run('getattr', p, () => this.getattr(p), cb, (s) => [s]),
-      fgetattr: (p: string, fd: number, cb: Cb) => run('fgetattr', p, () => this.fgetattr(p, fd), cb, (s) => [s]),
-      access: (p: string, _mode: number, cb: Cb) => run('access', p, () => this.access(p), cb),
-      readdir: (p: string, cb: Cb) => run('readdir', p, () => this.readdir(p), cb, (r) => [r.names, r.stats]),
-      statfs: (p: string, cb: Cb) => run('statfs', p, () => this.statfs(), cb, (s) => [s]),
-      readlink: (p: string, cb: Cb) => run('readlink', p, () => this.readlink(p), cb, (t) => [t]),
-      mkdir: (p: string, mode: number, cb: Cb) => run('mkdir', p, () => this.mkdir(p, mode), cb),
-      rmdir: (p: string, cb: Cb) => run('rmdir', p, () => this.rmdir(p), cb),
-      unlink: (p: string, cb: Cb) => run('unlink', p, () => this.unlink(p), cb),
-      symlink: (target: string, p: string, cb: Cb) => run('symlink', p, () => this.symlink(target, p), cb),
-      link: (src: string, dst: string, cb: Cb) => run('link', dst, () => this.link(src, dst), cb),
-      rename: (src: string, dst: string, cb: Cb) => run('rename', src, () => this.rename(src, dst), cb),
-      chmod: (p: string, mode: number, cb: Cb) => run('chmod', p, () => this.chmod(p, mode), cb),
-      chown: (p: string, uid: number, gid: number, cb: Cb) => run('chown', p, () => this.chown(p, uid, gid), cb),
-      utimens: (p: string, atime: number, mtime: number, cb: Cb) => run('utimens', p, () => this.utimens(p, atime, mtime), cb),
-      truncate: (p: string, size: number, cb: Cb) => run('truncate', p, () => this.truncate(p, size), cb),
-      ftruncate: (p: string, fd: number, size: number, cb: Cb) => run('ftruncate', p, () => this.ftruncate(p, fd, size), cb),
-      open: (p: string, flags: number, cb: Cb) => run('open', p, () => this.open(p, flags), cb, (fd) => [fd]),
-      create: (p: string, mode: number, cb: Cb, flags = O_WRONLY | O_CREAT) =>
-        run('create', p, () => this.create(p, mode, flags), cb, (fd) => [fd]),
-      read: (p: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => io('read', p, () => this.read(fd, buf, len, pos), cb),
-      write: (p: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) =>
-        io('write', p, () => this.write(p, fd, buf, len, pos), cb),
-      flush: (p: string, fd: number, cb: Cb) => run('flush', p, () => this.flush(p, fd), cb),
-      fsync: (p: string, _datasync: number, fd: number, cb: Cb) => run('fsync', p, () => this.fsync(fd), cb),
-      release: (p: string, fd: number, cb: Cb) => run('release', p, () => this.release(p, fd), cb),
-    };
-  }
-}
-
-/**
- * Requests that give the same answer when sent twice, so they are re-issued
- * after a reconnect instead of failing. open (never O_CREAT/O_EXCL: that is
- * create) may truncate twice, before any write through the new handle.
- * Writes, creates, renames and removals are not: a repeat could act twice or
- * hide that the first one landed.
- */
-const IDEMPOTENT = new Set(['getattr', 'fgetattr', 'access', 'readdir', 'statfs', 'readlink', 'read', 'open']);
-
-/** NAME_MAX of Linux's local filesystems, in bytes per path component. */
-const NAME_MAX = 255;
-
-function nameTooLong(path: string): boolean {
-  if (Buffer.byteLength(path) <= NAME_MAX) return false;
-  return path.split('/').some((c) => Buffer.byteLength(c) > NAME_MAX);
 }

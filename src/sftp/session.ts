@@ -288,6 +288,7 @@ export const sftpCall = {
   symlink: (s: SFTPWrapper, target: string, link: string) => call<void>((cb) => s.symlink(target, link, cb)),
   readlink: (s: SFTPWrapper, p: string) => call<string>((cb) => s.readlink(p, cb)),
   setstat: (s: SFTPWrapper, p: string, a: InputAttributes) => call<void>((cb) => s.setstat(p, a, cb)),
+  lsetstat: (s: SFTPWrapper, p: string, a: InputAttributes) => call<void>((cb) => s.ext_openssh_lsetstat(p, a, cb)),
   fsetstat: (s: SFTPWrapper, h: Buffer, a: InputAttributes) => call<void>((cb) => s.fsetstat(h, a, cb)),
   fstat: (s: SFTPWrapper, h: Buffer) => call<Stats>((cb) => s.fstat(h, cb)),
   open: (s: SFTPWrapper, p: string, flags: number, a: InputAttributes) => call<Buffer>((cb) => s.open(p, flags, a, cb)),

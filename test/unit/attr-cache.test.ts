@@ -1,0 +1,146 @@
+// The metadata cache without a server: a fake clock for expiry, a recording
+// mirror standing in for fuse-native's C table.
+import { describe, expect, it } from 'vitest';
+import { AttrCache, type AttrMirror, type RemoteAttrs } from '../../src/fs/attr-cache';
+
+const file = (size: number, nlink?: number): RemoteAttrs => ({ mode: 0o100644, uid: 0, gid: 0, size, atime: 1, mtime: 1, ...(nlink ? { nlink } : {}) });
+const dir: RemoteAttrs = { mode: 0o40755, uid: 0, gid: 0, size: 4096, atime: 1, mtime: 1 };
+
+function setup(opts: { limits?: Partial<ConstructorParameters<typeof AttrCache>[1] & object>['limits']; busy?: (p: string) => boolean } = {}) {
+  let t = 1_000;
+  const held = new Map<string, { attrs: RemoteAttrs; expiresAt: number }>();
+  const mirror: AttrMirror = {
+    set: (p, attrs, expiresAt) => held.set(p, { attrs, expiresAt }),
+    delete: (p) => held.delete(p),
+    clear: () => held.clear(),
+  };
+  const cache = new AttrCache(20_000, { now: () => t, limits: opts.limits, busy: opts.busy });
+  cache.mirrorTo(mirror);
+  const put = (p: string, a: RemoteAttrs) => {
+    const s = cache.beginFetch();
+    cache.put(p, a, s);
+    cache.endFetch();
+  };
+  return { cache, held, put, advance: (ms: number) => (t += ms), now: () => t };
+}
+
+describe('AttrCache', () => {
+  it('serves an entry until its TTL on the clock it is given, and the mirror gets the same deadline', () => {
+    const { cache, held, put, advance, now } = setup();
+    put('/f', file(3));
+    expect(held.get('/f')?.expiresAt).toBe(now() + 20_000);
+    advance(19_999);
+    expect(cache.lookup('/f')).toEqual({ kind: 'hit', attrs: file(3) });
+    advance(1);
+    expect(cache.lookup('/f').kind).toBe('miss');
+    expect(held.has('/f')).toBe(false); // the expired entry left the C table with it
+  });
+
+  it('is bounded by entries: the least recently used go, from the mirror too', () => {
+    const { cache, held, put } = setup({ limits: { attrEntries: 100, attrBytes: 1 << 30, listings: 10, listingBytes: 1 << 30 } });
+    for (let i = 0; i < 1_000; i++) put(`/d/f${i}`, file(i));
+    expect(cache.size.attrs).toBe(100);
+    expect(held.size).toBe(100);
+    expect(cache.lookup('/d/f999').kind).toBe('hit');
+    expect(cache.lookup('/d/f0').kind).toBe('miss');
+    expect(held.has('/d/f0')).toBe(false);
+  });
+
+  it('is bounded by bytes: long paths count for more', () => {
+    const { cache, held, put } = setup({ limits: { attrEntries: 1_000_000, attrBytes: 100_000, listings: 10, listingBytes: 1 << 30 } });
+    const long = 'x'.repeat(1_000);
+    for (let i = 0; i < 1_000; i++) put(`/${long}${i}`, file(i));
+    expect(cache.size.attrs).toBeLessThanOrEqual(100_000 / 2_000);
+    expect(held.size).toBe(cache.size.attrs);
+  });
+
+  it('removing a directory drops what is cached under it and nothing beside it', () => {
+    const { cache, held, put } = setup();
+    put('/a', dir);
+    put('/a/x', file(1));
+    put('/a/b', dir);
+    put('/a/b/y', file(2));
+    put('/ab', dir);
+    put('/ab/z', file(3));
+    let s = cache.beginFetch();
+    cache.putListing('/a/b', [{ name: 'y', attrs: file(2) }], s);
+    cache.endFetch();
+    cache.removed('/a');
+    expect([...held.keys()].sort()).toEqual(['/ab', '/ab/z']);
+    expect(cache.lookup('/a/b/y').kind).toBe('miss');
+    expect(cache.lookup('/a/b/new').kind).toBe('miss'); // the listing went too: no false "absent"
+    expect(cache.lookup('/ab/z').kind).toBe('hit');
+    // The index of children is cleaned: a new /a starts empty.
+    put('/a', dir);
+    s = cache.beginFetch();
+    cache.putListing('/a', [], s);
+    cache.endFetch();
+    expect(cache.lookup('/a/x').kind).toBe('absent');
+  });
+
+  it('refuses an answer requested before a change to the same path (the meta channel may answer before a WRITE on the data channel lands)', () => {
+    const { cache, held } = setup();
+    const since = cache.beginFetch();
+    cache.changed('/f'); // a WRITE queued or answered while the LSTAT was out
+    cache.put('/f', file(0), since);
+    cache.putListing('/', [{ name: 'f', attrs: file(0) }, { name: 'g', attrs: file(7) }], since);
+    cache.endFetch();
+    expect(held.has('/f')).toBe(false);
+    expect(cache.lookup('/f').kind).toBe('miss');
+    expect(cache.lookup('/g')).toEqual({ kind: 'hit', attrs: file(7) });
+  });
+
+  it('refuses an answer for a path whose writes are still unanswered', () => {
+    const busy = new Set(['/f']);
+    const { cache, held, put } = setup({ busy: (p) => busy.has(p) });
+    put('/f', file(0));
+    expect(held.has('/f')).toBe(false);
+    busy.clear();
+    put('/f', file(9));
+    expect(cache.lookup('/f')).toEqual({ kind: 'hit', attrs: file(9) });
+  });
+
+  it('keeps the link count across a chmod-style refresh and a rename (SFTP stat has none)', () => {
+    const { cache, put } = setup();
+    put('/f', file(1, 2));
+    cache.invalidate('/f');
+    let s = cache.beginFetch();
+    expect(cache.put('/f', file(1), s).nlink).toBe(2);
+    cache.endFetch();
+    cache.renamed('/f', '/g');
+    s = cache.beginFetch();
+    expect(cache.put('/g', file(1), s).nlink).toBe(2);
+    cache.endFetch();
+  });
+
+  it('a change to one hard-linked name drops every multiply-linked name (their sizes changed too)', () => {
+    const { cache, held, put } = setup();
+    put('/a', file(1, 2));
+    put('/b', file(1, 2));
+    put('/c', file(1));
+    cache.invalidate('/a');
+    expect([...held.keys()]).toEqual(['/c']);
+  });
+
+  it('a name missing from a fresh listing is absent; names added through the mount appear', () => {
+    const { cache } = setup();
+    const s = cache.beginFetch();
+    cache.putListing('/d', [{ name: 'x', attrs: file(1) }], s);
+    cache.endFetch();
+    expect(cache.lookup('/d/y').kind).toBe('absent');
+    cache.added('/d/y');
+    expect(cache.lookup('/d/y').kind).toBe('miss');
+  });
+
+  it('clear empties the mirror with one call', () => {
+    const { cache, held, put } = setup();
+    let deletes = 0;
+    const m: AttrMirror = { set: () => undefined, delete: () => deletes++, clear: () => held.clear() };
+    cache.mirrorTo(m);
+    put('/x', file(1));
+    put('/y', file(1));
+    cache.clear();
+    expect(deletes).toBe(0);
+    expect(cache.size).toEqual({ attrs: 0, listings: 0 });
+  });
+});
