@@ -71,6 +71,21 @@ describe('POSIX calls through the mount answer as a local directory does (OpenSS
   });
 });
 
+describe('what SFTP cannot make', () => {
+  it('mkfifo, mknod and bind on a socket path fail with EPERM ("Operation not permitted"), not ENOSYS', async () => {
+    const { l, r } = await scenarioDirs('special-files');
+    const local = await probe('special-files', l);
+    // Locally they are made: the mount's refusal is SFTP's limit, said plainly.
+    expect(local.map((s) => s.value)).toEqual([{ status: 0, stderr: '' }, { status: 0, stderr: '' }, { status: 0, code: '' }]);
+    const got = await probe('special-files', r);
+    expect(got.map((s) => s.value)).toEqual([
+      { status: 1, stderr: "mkfifo: cannot create fifo '<dir>/fifo': Operation not permitted" },
+      { status: 1, stderr: "mknod: <dir>/null: Operation not permitted" },
+      { status: 1, code: 'EPERM' },
+    ]);
+  });
+});
+
 describe('mount options', () => {
   it('a read-only mount reads but refuses every change with EROFS', async () => {
     const ro = join(sshd.storeDir, 'ro');

@@ -279,6 +279,8 @@ export class AttrCache {
   dropLinked(countsChanged = true): void {
     if (countsChanged) this.nlinks.clear();
     for (const k of [...this.linked]) {
+      const n = this.attrs.peek(k, { allowStale: true })?.attrs.nlink;
+      if (!countsChanged && n !== undefined) this.nlinks.set(k, n);
       this.changed(k);
       this.attrs.delete(k);
     }

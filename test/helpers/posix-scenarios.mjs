@@ -20,7 +20,8 @@
 //   - atime after reads and ctime: depend on relatime and on when the server
 //     touched the inode, not on what the caller asked for.
 //   - uid/gid: the mount may map them (uid=/gid= options); checked separately.
-//   - lutimes (times of a symlink itself): SFTP SETSTAT follows links.
+//   - nothing about symlinks' own times and owners except in symlink-self
+//     (needs lsetstat@openssh.com).
 import * as fs from 'node:fs';
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
@@ -398,6 +399,48 @@ const scenarios = {
     });
   },
 
+  // The mode asked for, not the server's umask: created under umask 0.
+  'create-modes': (step, P) => {
+    const open = (fn) => { const old = process.umask(0); try { return fn(); } finally { process.umask(old); } };
+    step('mkdir 0777', () => { open(() => fs.mkdirSync(P('d777'), 0o777)); return summary(fs.statSync(P('d777'))); });
+    step('mkdir 01777', () => { open(() => fs.mkdirSync(P('sticky'), 0o1777)); return summary(fs.statSync(P('sticky'))); });
+    step('mkdir 02775', () => { open(() => fs.mkdirSync(P('sgid'), 0o2775)); return summary(fs.statSync(P('sgid'))); });
+    step('create 0666', () => { open(() => fs.closeSync(fs.openSync(P('f666'), O_CREAT | O_WRONLY, 0o666))); return summary(fs.statSync(P('f666'))); });
+    step('create 04777', () => { open(() => fs.closeSync(fs.openSync(P('suid'), O_CREAT | O_WRONLY, 0o4777))); return summary(fs.statSync(P('suid'))); });
+    step('create 0600 keeps 0600', () => { open(() => fs.closeSync(fs.openSync(P('f600'), O_CREAT | O_WRONLY, 0o600))); return summary(fs.statSync(P('f600'))); });
+    step('O_CREAT on an existing file keeps its mode', () => { open(() => fs.closeSync(fs.openSync(P('f600'), O_CREAT | O_WRONLY, 0o666))); return summary(fs.statSync(P('f600'))); });
+    step('readdir', () => listing(P()));
+  },
+
+  // Link counts survive attribute changes and renames (SFTP v3 stat carries none).
+  'nlink-kept': (step, P) => {
+    const N = (n) => summary(fs.statSync(P(n)), { nlink: true });
+    step('two names', () => { fs.writeFileSync(P('a'), 'x'); fs.linkSync(P('a'), P('b')); return [N('a'), N('b')]; });
+    step('after chmod', () => { fs.chmodSync(P('a'), 0o600); return [N('a'), N('b')]; });
+    step('after utimes', () => { fs.utimesSync(P('b'), 1000000000, 1000000000); return [N('a'), N('b')]; });
+    step('after rename', () => { fs.renameSync(P('b'), P('c')); return [N('a'), N('c')]; });
+    step('after a write', () => { fs.appendFileSync(P('c'), 'more'); return [N('a'), N('c')]; });
+  },
+
+  // chown and utimes of a symlink itself (lchown, lutimes) never touch its target.
+  'symlink-self': (step, P) => {
+    const own = (st) => ({ uid: st.uid, gid: st.gid, mtime: Math.floor(st.mtimeMs / 1000) });
+    step('setup', () => { fs.writeFileSync(P('target'), 't'); fs.utimesSync(P('target'), 1200000000, 1200000000); fs.symlinkSync('target', P('live')); fs.symlinkSync('nowhere', P('dangling')); });
+    step('lchown a live link', () => { fs.lchownSync(P('live'), 1, 1); return { link: own(fs.lstatSync(P('live'))).uid, target: own(fs.statSync(P('target'))).uid }; });
+    step('lchown a dangling link', () => { fs.lchownSync(P('dangling'), 2, 2); return own(fs.lstatSync(P('dangling'))).gid; });
+    step('lutimes a live link', () => { fs.lutimesSync(P('live'), 1000000000, 1000000000); return { link: own(fs.lstatSync(P('live'))).mtime, target: own(fs.statSync(P('target'))).mtime }; });
+    step('lutimes a dangling link', () => { fs.lutimesSync(P('dangling'), 1000000001, 1000000001); return own(fs.lstatSync(P('dangling'))).mtime; });
+    step('chown follows a link to its target', () => { fs.chownSync(P('live'), 3, 3); return { link: own(fs.lstatSync(P('live'))).uid, target: own(fs.statSync(P('target'))).uid }; });
+  },
+
+  // Limits a local filesystem reports with their own errno.
+  limits: (step, P) => {
+    step('setup', () => fs.writeFileSync(P('f'), 'small'));
+    step('truncate beyond the largest file size', () => fs.truncateSync(P('f'), 2 ** 52));
+    step('ftruncate beyond the largest file size', () => { const fd = fs.openSync(P('f'), 'r+'); try { fs.ftruncateSync(fd, 2 ** 52); } finally { fs.closeSync(fd); } });
+    step('file unchanged', () => readAll(P('f')));
+  },
+
   append: (step, P) => {
     step('two O_APPEND fds interleaved', () => {
       fs.writeFileSync(P('log'), 'start\n');
@@ -494,6 +537,16 @@ const scenarios = {
     step('readdir', () => listing(P()).map((n) => (n.length > 40 ? `${n[0]}*${n.length}` : n)));
   },
 
+  // Not compared: a local directory makes these; SFTP cannot (see posix.test.ts).
+  'special-files': (step, P) => {
+    step('mkfifo', () => { const r = spawnSync('mkfifo', [P('fifo')], { encoding: 'utf8' }); return { status: r.status, stderr: r.stderr.replace(P(), '<dir>').trim() }; });
+    step('mknod char device', () => { const r = spawnSync('mknod', [P('null'), 'c', '1', '3'], { encoding: 'utf8' }); return { status: r.status, stderr: r.stderr.replace(P(), '<dir>').trim() }; });
+    step('bind a unix socket', () => {
+      const r = spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(P('sock'))}).on('listening', () => process.exit(0)).on('error', (e) => { console.log(e.code); process.exit(1); })`], { encoding: 'utf8' });
+      return { status: r.status, code: r.stdout.trim() };
+    });
+  },
+
   // Run as root, to prepare what the `perm` scenario (run as uid 65534) meets.
   'perm-setup': (step, P) => {
     step('root-owned 0700 dir with a file', () => { fs.mkdirSync(P('secret'), 0o700); fs.writeFileSync(P('secret', 'f'), 'secret'); fs.chmodSync(P('secret'), 0o700); });
@@ -549,6 +602,7 @@ function touch(args) {
 export const COMPARED = [
   'getattr-readdir', 'mkdir-rmdir', 'open-flags', 'read-write', 'sparse', 'truncate', 'unlink', 'rename',
   'symlink', 'link', 'chmod', 'utimes', 'append', 'many-handles', 'two-writers', 'misc-errors', 'names',
+  'create-modes', 'nlink-kept', 'symlink-self', 'limits',
 ];
 
 /**
