@@ -71,6 +71,21 @@ describe('POSIX calls through the mount answer as a local directory does (OpenSS
   });
 });
 
+describe('attribute changes are seen at once', () => {
+  it('a chmod/chown made through the mount is what the next permission check of another uid sees', async () => {
+    const d = join(m!.mountpoint, 'opened-up');
+    const write = (f: string) => runChild('setpriv', [`--reuid=${NOBODY.uid}`, `--regid=${NOBODY.gid}`, '--clear-groups', 'sh', '-c', `echo a > ${join(d, f)}`]);
+    for (let i = 0; i < 10; i++) {
+      // Created 0755 root-owned, looked at (so its attributes are cached), then opened up and used at once.
+      expect((await runChild('sh', ['-c', `mkdir ${d} && stat ${d} >/dev/null && ls -l ${m!.mountpoint} >/dev/null && chmod 777 ${d}`])).stderr).toBe('');
+      expect({ i, ...(await write('u')) }).toEqual({ i, code: 0, stdout: '', stderr: '' });
+      expect((await runChild('sh', ['-c', `chmod 755 ${d} && chown ${NOBODY.uid}:${NOBODY.gid} ${d}`])).stderr).toBe('');
+      expect({ i, ...(await write('v')) }).toEqual({ i, code: 0, stdout: '', stderr: '' });
+      expect((await runChild('rm', ['-r', d])).stderr).toBe('');
+    }
+  });
+});
+
 describe('what SFTP cannot make', () => {
   it('mkfifo, mknod and bind on a socket path fail with EPERM ("Operation not permitted"), not ENOSYS', async () => {
     const { l, r } = await scenarioDirs('special-files');

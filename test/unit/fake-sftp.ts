@@ -9,6 +9,8 @@ export interface FakeFile {
   data: Buffer;
   mtime: number;
   mode: number;
+  uid?: number;
+  gid?: number;
 }
 
 export class FakeSftp {
@@ -36,10 +38,75 @@ export class FakeSftp {
     return true;
   }
 
-  open(path: string, _flags: number, _attrs: unknown, cb: Cb): void {
+  /** What the server does to a new node's mode (its umask). */
+  umask = 0o022;
+  /** When true, WRITEs wait in `held` until release(). */
+  holdWrites = false;
+
+  private attrsOf(f: FakeFile) {
+    return { mode: f.mode, uid: f.uid ?? 0, gid: f.gid ?? 0, size: f.data.length, atime: f.mtime, mtime: f.mtime };
+  }
+
+  private noent(cb: Cb): void {
+    setImmediate(() => cb(Object.assign(new Error('No such file'), { code: 2 })));
+  }
+
+  /** A setgid parent gives its group to new entries (as Linux does on the server). */
+  private inheritedGid(path: string): number {
+    const parent = this.files.get(path.slice(0, path.lastIndexOf('/')) || '/');
+    return parent && parent.mode & 0o2000 ? (parent.gid ?? 0) : 0;
+  }
+
+  lstat(path: string, cb: Cb): void {
+    this.calls.push(`lstat ${path}`);
+    const f = this.files.get(path);
+    if (!f) return this.noent(cb);
+    const a = this.attrsOf(f);
+    setImmediate(() => cb(null, a));
+  }
+
+  stat(path: string, cb: Cb): void {
+    this.lstat(path, cb);
+  }
+
+  readdir(path: string, cb: Cb): void {
+    this.calls.push(`readdir ${path}`);
+    const list = [...this.files.entries()].filter(([p]) => p !== path && p.startsWith(path + '/') && !p.slice(path.length + 1).includes('/'));
+    const entries = list.map(([p, f]) => ({ filename: p.slice(path.length + 1), longname: '', attrs: this.attrsOf(f) }));
+    setImmediate(() => cb(null, entries));
+  }
+
+  setstat(path: string, a: { mode?: number; uid?: number; gid?: number }, cb: Cb): void {
+    this.calls.push(`setstat ${path} ${JSON.stringify(a)}`);
+    if (this.fail('setstat', cb)) return;
+    const f = this.files.get(path);
+    if (!f) return this.noent(cb);
+    if (a.uid !== undefined) {
+      f.uid = a.uid;
+      f.gid = a.gid;
+      f.mode &= ~0o6000; // chown clears setuid/setgid
+    }
+    if (a.mode !== undefined) f.mode = (f.mode & ~0o7777) | a.mode;
+    setImmediate(() => cb(null));
+  }
+
+  ext_openssh_lsetstat(path: string, a: { uid?: number; gid?: number }, cb: Cb): void {
+    this.setstat(path, a, cb);
+  }
+
+  mkdir(path: string, a: { mode: number }, cb: Cb): void {
+    this.calls.push(`mkdir ${path}`);
+    this.files.set(path, { data: Buffer.alloc(0), mtime: 1, mode: 0o40000 | (a.mode & ~this.umask), uid: 0, gid: this.inheritedGid(path) });
+    setImmediate(() => cb(null));
+  }
+
+  open(path: string, flags: number, attrs: { mode?: number }, cb: Cb): void {
     this.calls.push(`open ${path}`);
     if (this.fail('open', cb)) return;
-    if (!this.files.has(path)) return void setImmediate(() => cb(Object.assign(new Error('No such file'), { code: 2 })));
+    if (!this.files.has(path) && flags & 8) {
+      this.files.set(path, { data: Buffer.alloc(0), mtime: 1, mode: 0o100000 | ((attrs.mode ?? 0o644) & ~this.umask), uid: 0, gid: this.inheritedGid(path) });
+    }
+    if (!this.files.has(path)) return this.noent(cb);
     const id = String(this.nextHandle++);
     this.handles.set(id, path);
     setImmediate(() => cb(null, Buffer.from(id)));
@@ -65,13 +132,15 @@ export class FakeSftp {
     this.calls.push(`write ${pos} ${len}`);
     const chunk = Buffer.from(buf.subarray(off, off + len));
     if (this.fail('write', cb)) return;
-    setImmediate(() => {
+    const go = () => {
       const f = this.fileOf(h);
       if (f.data.length < pos + len) f.data = Buffer.concat([f.data, Buffer.alloc(pos + len - f.data.length)]);
       chunk.copy(f.data, pos);
       f.mtime++;
       cb(null);
-    });
+    };
+    if (this.holdWrites) this.held.push(go);
+    else setImmediate(go);
   }
 
   fstat(h: Buffer, cb: Cb): void {
@@ -101,11 +170,12 @@ export class FakeSftp {
 /** A session whose link can be "lost": the next channels() has a new generation. */
 export class FakeSession {
   gen = 1;
+  ext = new Set(['fsync@openssh.com', 'lsetstat@openssh.com', 'statvfs@openssh.com']);
   constructor(readonly sftp: FakeSftp) {}
 
   channels(): Promise<Channels> {
     const s = this.sftp as unknown as Channels['data'];
-    return Promise.resolve({ meta: s, data: s, ext: new Set(['fsync@openssh.com']), gen: this.gen, maxRead: 32 * 1024, maxWrite: 32 * 1024 });
+    return Promise.resolve({ meta: s, data: s, ext: this.ext, gen: this.gen, maxRead: 32 * 1024, maxWrite: 32 * 1024 });
   }
 
   reconnect(): void {
