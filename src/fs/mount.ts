@@ -44,9 +44,8 @@ function fuseOptions(opts: FsOptions, ttlSeconds: number): string[] {
     // refreshes the inode's attributes from our cache, which drops every
     // hard-linked name's entry when one of them changes. attr_timeout can
     // then be 1 s: a stat after a lookup, and the permission checks on each
-    // directory of a walk, no longer ask us again (FUSE requests counted by
-    // bench/count-requests.ts, before -> after: ls -lR of 10,000 files
-    // 81,793 -> 61,213, stat of each 50,910 -> 30,608).
+    // directory of a walk, no longer ask us again (request counts in
+    // docs/performance.md, bench/count-requests.ts).
     `attr_timeout=${kernelTtl}`,
     'entry_timeout=0',
     `fsname=${fsname}`,

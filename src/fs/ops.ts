@@ -255,8 +255,7 @@ export class SftpOps {
 
   /**
    * Names with their stats: libfuse 2 turns each mode into the entry's d_type,
-   * so `find -type f` and friends need no lookup per name (measured: find over
-   * 10,000 files went from 10,000 LOOKUPs to none).
+   * so `find -type f` and friends need no lookup per name (docs/performance.md).
    */
   async readdir(path: string): Promise<{ names: string[]; stats: ReturnType<SftpOps['toStat']>[] }> {
     const { meta } = await this.ch();
