@@ -1,6 +1,6 @@
 // The metadata cache without a server: a fake clock for expiry, a recording
 // mirror standing in for fuse-native's C table.
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { AttrCache, type AttrMirror, type RemoteAttrs } from '../../src/fs/attr-cache';
 
 const file = (size: number, nlink?: number): RemoteAttrs => ({ mode: 0o100644, uid: 0, gid: 0, size, atime: 1, mtime: 1, ...(nlink ? { nlink } : {}) });
@@ -142,5 +142,21 @@ describe('AttrCache', () => {
     cache.clear();
     expect(deletes).toBe(0);
     expect(cache.size).toEqual({ attrs: 0, listings: 0 });
+  });
+
+  it('expires on the monotonic clock: a wall-clock step (NTP, a resumed VM) neither keeps nor drops entries', () => {
+    const cache = new AttrCache(20_000);
+    const s = cache.beginFetch();
+    cache.put('/f', file(1), s);
+    cache.endFetch();
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      vi.setSystemTime(Date.now() + 3_600_000);
+      expect(cache.lookup('/f').kind).toBe('hit');
+      vi.setSystemTime(Date.now() - 7_200_000);
+      expect(cache.lookup('/f').kind).toBe('hit');
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
