@@ -65,7 +65,7 @@ export interface CacheLimits {
  * just read; a walk of a larger tree recycles the oldest entries. The
  * resident memory this bounds is measured in docs/performance.md.
  */
-export const DEFAULT_LIMITS: CacheLimits = { attrEntries: 32_768, attrBytes: 16 << 20, listings: 2_048, listingBytes: 8 << 20 };
+export const DEFAULT_LIMITS: CacheLimits = { attrEntries: 16_384, attrBytes: 8 << 20, listings: 1_024, listingBytes: 4 << 20 };
 
 export type Lookup = { kind: 'hit'; attrs: RemoteAttrs } | { kind: 'absent' } | { kind: 'miss' };
 

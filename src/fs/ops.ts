@@ -10,7 +10,8 @@ import type { Logger } from 'pino';
 import type { InputAttributes, Stats } from 'ssh2';
 import { sftpCall, type Channels, type SftpSession } from '../sftp/session';
 import { AttrCache, type CacheLimits, type RemoteAttrs } from './attr-cache';
-import { Errno, FsError, errnoOf, isGenericFailure } from './errno';
+import { Errno, FsError, errnoOf } from './errno';
+import { Explain } from './explain';
 import { FileHandle, HandleTable } from './handles';
 import { TRUNCATES, planOpen } from './open-flags';
 
@@ -75,9 +76,12 @@ export class SftpOps {
    * the SSH user's (docs/options.md says what containers see then).
    */
   private canChown?: boolean;
+  /** Which errno a local filesystem would give for a failure the server reported only as FAILURE. */
+  private readonly why: Explain;
 
   constructor(readonly session: SftpSession, private readonly o: OpsOptions) {
     this.log = o.log;
+    this.why = new Explain({ lstat: (p) => this.lstatRaw(p), channels: () => this.ch(), remote: (p) => this.remote(p), root: o.root });
     this.cache = new AttrCache(o.cacheTtlMs, { limits: o.cacheLimits, busy: (p) => this.handles.writing(p) });
   }
 
@@ -148,81 +152,6 @@ export class SftpOps {
     } finally {
       this.cache.endFetch();
     }
-  }
-
-  // ---- errno disambiguation for OpenSSH's generic FAILURE ----
-
-  private async explain(e: unknown, path: string, op: 'mkdir' | 'rmdir' | 'unlink' | 'open' | 'create' | 'link'): Promise<FsError> {
-    if (!isGenericFailure(e)) return new FsError(errnoOf(e));
-    try {
-      const a = await this.lstatRaw(path);
-      const parent = await this.lstatRaw(posix.dirname(path));
-      if (parent && !isDir(parent)) return new FsError(Errno.ENOTDIR);
-      switch (op) {
-        case 'mkdir':
-        case 'link':
-          if (a) return new FsError(Errno.EEXIST);
-          break;
-        case 'create':
-          if (a) return new FsError(isDir(a) ? Errno.EISDIR : Errno.EEXIST);
-          break;
-        case 'open':
-        case 'unlink':
-          if (a && isDir(a)) return new FsError(Errno.EISDIR);
-          break;
-        case 'rmdir':
-          if (a && !isDir(a)) return new FsError(Errno.ENOTDIR);
-          if (a) {
-            const { meta } = await this.ch();
-            if ((await sftpCall.readdir(meta, this.remote(path))).length > 0) return new FsError(Errno.ENOTEMPTY);
-          }
-          break;
-      }
-      if (!a && op !== 'mkdir' && op !== 'create' && op !== 'link') return new FsError(Errno.ENOENT);
-      if (!parent) return new FsError(Errno.ENOENT);
-    } catch {
-      /* fall through to EIO */
-    }
-    return new FsError(Errno.EIO);
-  }
-
-  /**
-   * A failed WRITE (or a truncate that grows): OpenSSH answers ENOSPC and
-   * EDQUOT with the generic FAILURE, so ask the store whether it has room
-   * for what was refused. Without statvfs@openssh.com the failure stays EIO.
-   */
-  async explainWrite(e: unknown, bytes: number): Promise<FsError> {
-    if (!isGenericFailure(e)) return new FsError(errnoOf(e), (e as Error).message);
-    try {
-      const { meta, ext } = await this.ch();
-      if (ext.has('statvfs@openssh.com')) {
-        const v = await sftpCall.statvfs(meta, this.o.root);
-        const unit = v.frsize || v.bsize;
-        // bavail for the SSH user, bfree for root (which may use the reserve): full for either.
-        if (Math.min(v.bavail, v.bfree) * unit < Math.max(bytes, unit)) {
-          return new FsError(Errno.ENOSPC, `the store is full (${v.bavail * unit} bytes available): ${(e as Error).message}`);
-        }
-      }
-    } catch {
-      /* the question failed too: stay with EIO */
-    }
-    return new FsError(Errno.EIO, (e as Error).message);
-  }
-
-  private async explainRename(e: unknown, src: string, dst: string): Promise<FsError> {
-    if (!isGenericFailure(e) && errnoOf(e) !== Errno.EEXIST) return new FsError(errnoOf(e));
-    const s = await this.lstatRaw(src).catch(() => undefined);
-    if (!s) return new FsError(Errno.ENOENT);
-    const d = await this.lstatRaw(dst).catch(() => undefined);
-    if (d) {
-      if (isDir(s) && !isDir(d)) return new FsError(Errno.ENOTDIR);
-      if (!isDir(s) && isDir(d)) return new FsError(Errno.EISDIR);
-      if (isDir(s) && isDir(d)) return new FsError(Errno.ENOTEMPTY);
-    }
-    const parent = await this.lstatRaw(posix.dirname(dst)).catch(() => undefined);
-    if (!parent) return new FsError(Errno.ENOENT);
-    if (!isDir(parent)) return new FsError(Errno.ENOTDIR);
-    return new FsError(errnoOf(e));
   }
 
   // ---- operations ----
@@ -314,7 +243,7 @@ export class SftpOps {
     try {
       await made;
     } catch (e) {
-      throw await this.explain(e, path, 'mkdir');
+      throw await this.why.failure(e, path, 'mkdir');
     }
     this.cache.added(path);
     const a = await this.finishNew(path, await stat.catch(() => undefined), mode, caller);
@@ -372,7 +301,7 @@ export class SftpOps {
     try {
       await sftpCall.rmdir(meta, this.remote(path));
     } catch (e) {
-      throw await this.explain(e, path, 'rmdir');
+      throw await this.why.failure(e, path, 'rmdir');
     }
     this.cache.removed(path);
   }
@@ -385,7 +314,7 @@ export class SftpOps {
     try {
       await sftpCall.unlink(meta, this.remote(path));
     } catch (e) {
-      throw await this.explain(e, path, 'unlink');
+      throw await this.why.failure(e, path, 'unlink');
     }
     this.cache.removed(path);
     this.dropReadahead(path);
@@ -399,7 +328,7 @@ export class SftpOps {
     try {
       await sftpCall.symlink(meta, target, this.remote(path));
     } catch (e) {
-      throw await this.explain(e, path, 'link');
+      throw await this.why.failure(e, path, 'link');
     }
     this.cache.added(path);
     if (caller && this.canChown !== false) {
@@ -434,7 +363,7 @@ export class SftpOps {
     try {
       await sftpCall.hardlink(meta, this.remote(src), this.remote(dst));
     } catch (e) {
-      throw await this.explain(e, dst, 'link');
+      throw await this.why.failure(e, dst, 'link');
     }
     this.cache.added(dst);
     this.cache.invalidate(src);
@@ -470,7 +399,7 @@ export class SftpOps {
       if (ext.has('posix-rename@openssh.com')) await sftpCall.posixRename(meta, from, to);
       else await this.renameReplacing(meta, from, to, src, dst);
     } catch (e) {
-      throw e instanceof FsError ? e : await this.explainRename(e, src, dst);
+      throw e instanceof FsError ? e : await this.why.rename(e, src, dst);
     }
     this.cache.renamed(src, dst);
     this.handles.renamed(src, dst);
@@ -535,19 +464,11 @@ export class SftpOps {
         this.log.debug({ attrs, errno: n }, 'server refused to change the volume root; ignored');
         return;
       }
-      if (attrs.size !== undefined) throw await this.explainTruncate(e, path, attrs.size);
+      if (attrs.size !== undefined) throw await this.why.truncate(e, path, attrs.size);
       throw new FsError(n === Errno.EACCES ? Errno.EPERM : n);
     } finally {
       this.cache.invalidate(path);
     }
-  }
-
-  /** A truncate the server refused with FAILURE: growing a regular file past the largest size it takes is EFBIG. */
-  private async explainTruncate(e: unknown, path: string, size: number): Promise<FsError> {
-    if (!isGenericFailure(e)) return new FsError(errnoOf(e));
-    const a = await this.lstatRaw(path).catch(() => undefined);
-    if (a && (a.mode & S_IFMT) === S_IFREG && size > a.size) return new FsError(Errno.EFBIG, `the server refused to grow ${path} to ${size} bytes`);
-    return this.explainWrite(e, 0);
   }
 
   chmod(path: string, mode: number): Promise<void> {
@@ -589,7 +510,7 @@ export class SftpOps {
     try {
       await h.ftruncate(size);
     } catch (e) {
-      throw e instanceof FsError ? e : await this.explainTruncate(e, path, size);
+      throw e instanceof FsError ? e : await this.why.truncate(e, path, size);
     } finally {
       this.cache.invalidate(path);
     }
@@ -610,48 +531,43 @@ export class SftpOps {
   private async openRemote(path: string, pflags: number, reopenFlags: number, readable: boolean, attrs: { mode?: number }, op: 'open' | 'create', caller?: Caller): Promise<number> {
     const ch = await this.ch();
     let remote: Buffer;
-    const since = this.cache.beginFetch();
+    const opening = sftpCall.open(ch.data, this.remote(path), pflags, attrs);
+    // A stat queued right behind the OPEN on the same channel (sftp-server
+    // answers in order) sees the file just opened, in the same round trip:
+    // after create the kernel asks for its attributes at once, and the
+    // handle keeps size and mtime to recognise the file after a reconnect.
+    // OPEN follows symlinks, so the identity comes from STAT.
+    const stat = (op === 'create' ? sftpCall.lstat : sftpCall.stat)(ch.data, this.remote(path));
+    stat.catch(() => undefined);
     try {
-      const opening = sftpCall.open(ch.data, this.remote(path), pflags, attrs);
-      // A stat queued right behind the OPEN on the same channel (sftp-server
-      // answers in order) sees the file just opened, in the same round trip:
-      // after create the kernel asks for its attributes at once, and the
-      // handle keeps size and mtime to recognise the file after a reconnect.
-      // OPEN follows symlinks, so the identity comes from STAT.
-      const stat = (op === 'create' ? sftpCall.lstat : sftpCall.stat)(ch.data, this.remote(path));
-      stat.catch(() => undefined);
-      try {
-        remote = await opening;
-      } catch (e) {
-        throw await this.explain(e, path, op);
-      }
-      if (pflags & TRUNCATES) {
-        this.cache.invalidate(path);
-        this.dropReadahead(path);
-      }
-      let a = await stat.catch(() => undefined);
-      // A server free to reorder could have answered the stat first: then
-      // it saw no file (ENOENT) or the old one, whose size a TRUNC has since made 0.
-      if (a && pflags & TRUNCATES && a.size !== 0) a = undefined;
-      let seen: RemoteAttrs | undefined = a && attrsOf(a);
-      if (op === 'create') {
-        this.cache.added(path);
-        seen = await this.finishNew(path, a, attrs.mode ?? 0o644, caller).catch(async (e) => {
-          await sftpCall.close(ch.data, remote).catch(() => undefined);
-          throw e;
-        });
-        if (seen) this.cache.putOwn(path, seen);
-      }
-      const h = this.handles.add(
-        (id) =>
-          new FileHandle(id, path, { path, reopenFlags, readable, toRemote: (p) => this.remote(p), explainWrite: (e, n) => this.explainWrite(e, n) }, remote, ch.gen, this.session),
-      );
-      h.pipeline.onActivity = () => this.cache.changed(h.path);
-      if (seen) h.observe(seen);
-      return h.id;
-    } finally {
-      this.cache.endFetch();
+      remote = await opening;
+    } catch (e) {
+      throw await this.why.failure(e, path, op);
     }
+    if (pflags & TRUNCATES) {
+      this.cache.invalidate(path);
+      this.dropReadahead(path);
+    }
+    let a = await stat.catch(() => undefined);
+    // A server free to reorder could have answered the stat first: then
+    // it saw no file (ENOENT) or the old one, whose size a TRUNC has since made 0.
+    if (a && pflags & TRUNCATES && a.size !== 0) a = undefined;
+    let seen: RemoteAttrs | undefined = a && attrsOf(a);
+    if (op === 'create') {
+      this.cache.added(path);
+      seen = await this.finishNew(path, a, attrs.mode ?? 0o644, caller).catch(async (e) => {
+        await sftpCall.close(ch.data, remote).catch(() => undefined);
+        throw e;
+      });
+      if (seen) this.cache.putOwn(path, seen);
+    }
+    const h = this.handles.add(
+      (id) =>
+        new FileHandle(id, path, { path, reopenFlags, readable, toRemote: (p) => this.remote(p), explainWrite: (e, n) => this.why.write(e, n) }, remote, ch.gen, this.session),
+    );
+    h.pipeline.onActivity = () => this.cache.changed(h.path);
+    if (seen) h.observe(seen);
+    return h.id;
   }
 
   private handle(fd: number): FileHandle {
