@@ -26,14 +26,17 @@ export interface RemoteAttrs {
   nlink?: number;
 }
 
+/** performance.now() counts on CLOCK_MONOTONIC (libuv's uv_hrtime) from the process's start; this moves it to the clock's own origin. */
+const MONOTONIC_OFFSET = Number(process.hrtime.bigint()) / 1e6 - performance.now();
+
 /**
  * "Now" for every expiry in this cache and in its C mirror: milliseconds on
- * CLOCK_MONOTONIC (libuv's uv_hrtime, the clock performance.now() counts on),
- * so a wall-clock step (NTP, a VM resumed) neither keeps entries forever nor
- * drops them all. The one place the time base is chosen.
+ * CLOCK_MONOTONIC, so a wall-clock step (NTP, a VM resumed) neither keeps
+ * entries forever nor drops them all. The one place the time base is chosen;
+ * it is the clock of fuse-native's Fuse.monotonicNow() and of its C table.
  */
 export function monotonicMs(): number {
-  return Number(process.hrtime.bigint()) / 1e6;
+  return performance.now() + MONOTONIC_OFFSET;
 }
 
 /**

@@ -55,13 +55,13 @@ function fuseOptions(opts: FsOptions, ttlSeconds: number): string[] {
 }
 
 /**
- * The C table's expiry clock. Ours is monotonicMs() (CLOCK_MONOTONIC); a
- * binding that still compares against CLOCK_REALTIME (Date.now()) gets the
- * same deadline moved onto that clock. fuse-native says which it uses with
- * Fuse.ATTR_CLOCK === 'monotonic'.
+ * The C table's expiry clock. Ours is monotonicMs() (CLOCK_MONOTONIC ms); a
+ * binding that has Fuse.monotonicNow() compares against that same clock, an
+ * older one against CLOCK_REALTIME (Date.now()), which gets the same
+ * deadline moved onto its clock.
  */
 function toBindingClock(expiresAt: number): number {
-  if ((Fuse as unknown as { ATTR_CLOCK?: string }).ATTR_CLOCK === 'monotonic') return expiresAt;
+  if (typeof (Fuse as unknown as { monotonicNow?: unknown }).monotonicNow === 'function') return expiresAt;
   return Date.now() + (expiresAt - monotonicMs());
 }
 

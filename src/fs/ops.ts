@@ -287,7 +287,9 @@ export class SftpOps {
         }
       }
     }
-    const want = mode & 0o7777;
+    // The caller's umask, where the binding reports it: the kernel applies it
+    // unless libfuse asked it not to (FUSE_CAP_DONT_MASK); applying it twice changes nothing.
+    const want = mode & 0o7777 & ~(caller?.umask ?? 0);
     if (!link && (at.mode & 0o7777) !== want) {
       await sftpCall.setstat(meta, remote, { mode: want });
       at.mode = (at.mode & S_IFMT) | want;

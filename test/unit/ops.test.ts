@@ -62,6 +62,13 @@ describe('new files belong to their creator when the SSH user may chown', () => 
     expect(lines.filter((l) => l.includes('cannot chown'))).toHaveLength(1);
   });
 
+  it("the caller's umask applies once even where the kernel left it to the filesystem (FUSE_CAP_DONT_MASK)", async () => {
+    const { sftp, ops } = setup();
+    sftp.umask = 0;
+    await ops.release('/f', await ops.create('/f', 0o666, 0o101, { ...USER, umask: 0o027 }));
+    expect(own(sftp.files.get('/r/f'))?.mode).toBe('640');
+  });
+
   it('without a caller (binding without callerContext) nothing is chowned', async () => {
     const { sftp, ops } = setup();
     await ops.release('/f', await ops.create('/f', 0o644, 0o101));
