@@ -52,7 +52,7 @@ export function makeApp(driver: VolumeDriver, log: Logger): express.Express {
         endpoint: req.path,
         ...(typeof body?.Name === 'string' && { volume: body.Name.slice(0, 255) }),
         ...(typeof body?.ID === 'string' && { mountId: body.ID.slice(0, 256) }),
-        ms: Number(process.hrtime.bigint() - start) / 1e6,
+        ms: Math.round(Number(process.hrtime.bigint() - start) / 1e5) / 10,
         outcome: res.statusCode < 400 ? 'ok' : 'error',
         status: res.statusCode,
         ...(res.locals.err !== undefined && { err: res.locals.err }),

@@ -25,6 +25,10 @@ export interface SshTarget {
   keepaliveCountMax: number;
   /** Milliseconds to wait for TCP connect + SSH handshake. */
   connectTimeout: number;
+  /** The option that pins this host's key, for messages (`host_key`, or `ProxyJumpHostKey` for a bastion). */
+  hostKeyOption?: string;
+  /** Bastion (ProxyJump) the connection goes through, with its own key, auth and host key pin. */
+  jump?: SshTarget;
 }
 
 /** `host:port` with IPv6 literals bracketed, for messages. */

@@ -31,8 +31,12 @@ export interface Sshd {
 export interface SshdOptions {
   /** Subsystem command for sftp; default OpenSSH's sftp-server. */
   sftpServer?: string;
-  /** Extra sshd_config lines. */
+  /** Extra sshd_config lines (sshd keeps the first value of a keyword: those set here cannot be overridden). */
   extraConfig?: string;
+  /** sshd's MaxStartups; default 100:30:200. */
+  maxStartups?: string;
+  /** ListenAddress; default 127.0.0.1. */
+  listenAddress?: string;
   port?: number;
   /** Further public key files the server accepts, in place before it listens. */
   authorize?: string[];
@@ -59,12 +63,12 @@ export function fingerprint(pubKeyPath: string): string {
   return execFileSync('ssh-keygen', ['-l', '-E', 'sha256', '-f', pubKeyPath]).toString().split(' ')[1];
 }
 
-async function waitForPort(port: number, proc: ChildProcess, stderr: () => string): Promise<void> {
+async function waitForPort(host: string, port: number, proc: ChildProcess, stderr: () => string): Promise<void> {
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
     if (proc.exitCode !== null) throw new Error(`sshd exited with ${proc.exitCode}: ${stderr()}`);
     const ok = await new Promise<boolean>((resolve) => {
-      const s = connect(port, '127.0.0.1');
+      const s = connect(port, host);
       s.once('connect', () => { s.destroy(); resolve(true); });
       s.once('error', () => resolve(false));
     });
@@ -95,7 +99,7 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
     config,
     [
       `Port ${port}`,
-      'ListenAddress 127.0.0.1',
+      `ListenAddress ${opts.listenAddress ?? '127.0.0.1'}`,
       `HostKey ${hostKey}`,
       `PidFile ${join(dir, 'sshd.pid')}`,
       `AuthorizedKeysFile ${authorized}`,
@@ -106,7 +110,7 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
       'StrictModes no',
       'LogLevel ERROR',
       'MaxSessions 64',
-      'MaxStartups 100:30:200',
+      `MaxStartups ${opts.maxStartups ?? '100:30:200'}`,
       // internal-sftp is OpenSSH's sftp-server code run inside sshd: an
       // external sftp-server is started through the user's login shell, and
       // root's .bashrc on these machines (pyenv) costs ~0.6 s of CPU per
@@ -122,7 +126,7 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
     err = '';
     proc = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', config], { stdio: ['ignore', 'ignore', 'pipe'] });
     proc.stderr!.on('data', (d) => { err += d.toString(); });
-    await waitForPort(port, proc, () => err);
+    await waitForPort(opts.listenAddress ?? '127.0.0.1', port, proc, () => err);
   };
   // sshd forks a child per connection that outlives the listener; kill those
   // too so that "the server went away" means what it says.
@@ -156,7 +160,7 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
   };
   await start();
   return {
-    host: '127.0.0.1',
+    host: opts.listenAddress ?? '127.0.0.1',
     port,
     user: 'root',
     storeDir,
