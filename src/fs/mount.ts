@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import Fuse from 'fuse-native';
 import { describeTarget } from '../sftp/target';
+import { expandHome } from '../sftp/paths';
 import { DEFAULT_RECONNECT_WAIT_MS, SftpSession, sftpCall } from '../sftp/session';
 import { monotonicMs } from './attr-cache';
 import { fuseOps } from './fuse-adapter';
@@ -76,7 +77,7 @@ export async function mountSftpFs(opts: FsOptions): Promise<MountedFs> {
   const ch = await session.start();
   let root: string;
   try {
-    root = await sftpCall.realpath(ch.meta, opts.target.remotePath || '.');
+    root = await sftpCall.realpath(ch.meta, await expandHome(ch.meta, ch.ext, opts.target.remotePath || '.'));
     const a = await sftpCall.stat(ch.meta, root);
     if (!a.isDirectory()) throw new Error(`${describeTarget(opts.target)}:${root} is not a directory`);
   } catch (e) {

@@ -3,6 +3,7 @@
 // and resolve it. Errors name the host, port and what failed.
 import type { SFTPWrapper, Stats } from 'ssh2';
 import { ConnectError, connectSsh } from './connect';
+import { expandHome, HomePathError } from './paths';
 import { describeTarget, type SshTarget } from './target';
 
 export interface ProbeResult {
@@ -24,7 +25,13 @@ export async function probeRemote(target: SshTarget, opts: { mkdir: boolean }, o
   try {
     const sftp = await link.openSftp();
     const where = describeTarget(target);
-    const dir = target.remotePath === '' ? '.' : target.remotePath;
+    const ext = link.extensionsOf(sftp);
+    let dir = target.remotePath === '' ? '.' : target.remotePath;
+    try {
+      dir = await expandHome(sftp, ext, dir);
+    } catch (e) {
+      throw e instanceof HomePathError ? new ConnectError(e.message, 'no-such-directory') : new ConnectError(`cannot resolve ${dir} on ${where}: ${(e as Error).message}`, 'no-such-directory');
+    }
     const explain = (e: Error & { code?: number }, what: string, path: string) => {
       if (e.code === NO_SUCH_FILE) {
         return new ConnectError(
