@@ -39,7 +39,8 @@ export interface SshLink {
   hostKey: string;
   /** Fingerprint of the bastion's host key, when the connection goes through one. */
   jumpHostKey?: string;
-  info: LinkInfo;
+  /** What was negotiated (absent on test doubles). */
+  info?: LinkInfo;
   /** Open another SFTP channel on the same connection. */
   openSftp(): Promise<SFTPWrapper>;
   /** Extensions the server announced in its VERSION packet, e.g. `posix-rename@openssh.com`. */
@@ -160,7 +161,7 @@ export async function connectSsh(target: SshTarget, onWarn?: (msg: string) => vo
     if (jump) {
       const j = jump;
       link.jumpHostKey = j.hostKey;
-      link.info.via = describeTarget(target.jump!);
+      link.info!.via = describeTarget(target.jump!);
       link.client.once('close', () => j.close());
       j.client.once('close', () => link.client.end());
       const close = link.close;
