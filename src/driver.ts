@@ -1,15 +1,15 @@
 // The set of volumes behind the VolumeDriver API. Operations on one volume
 // run one at a time (a promise chain per name), and every change is written
 // to the state file before the answer goes back to dockerd.
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { join, relative, sep } from 'node:path';
 import type { Logger } from 'pino';
 import type {
   CapabilitiesResponse, CreateRequest, GetRequest, GetResponse, ListResponse, MountRequest, MountResponse,
   PathRequest, PathResponse, RemoveRequest, UnmountRequest, Volume as ApiVolume, VolumeDriver,
 } from './api/protocol';
 import type { MountFs } from './fs/index';
-import { MAX_VOLUME_NAME, VOLUME_NAME, parseOptions, specDifferences, toSshTarget } from './options';
+import { MAX_VOLUME_NAME, VOLUME_NAME, parseOptions, refuseStateFiles, specDifferences } from './options';
 import { STATE_VERSION, type StateStore, type VolumeRecord } from './state';
 import { Volume, type Probe } from './volume';
 
@@ -21,7 +21,34 @@ export interface DriverDeps {
   mountFs: MountFs;
   /** Create-time remote check; injectable only so unit tests can run without sshd. */
   probe?: Probe;
+  /** Finding and detaching dead FUSE mounts; injectable only for unit tests. */
+  stale?: StaleMounts;
 }
+
+export interface StaleMounts {
+  /** Mountpoints below `root`, from the kernel's mount table. */
+  list(root: string): string[];
+  /** Lazily detach `mountpoint` if it is a dead FUSE mount (ENOTCONN); true if it did. */
+  detach(mountpoint: string): Promise<boolean>;
+}
+
+const STALE_MOUNTS: StaleMounts = {
+  list(root) {
+    let info: string;
+    try {
+      // Synchronous on purpose: restoreAll must queue its per-volume jobs in
+      // one tick, before any request; procfs answers from memory.
+      info = readFileSync('/proc/self/mountinfo', 'utf8');
+    } catch {
+      return [];
+    }
+    return info
+      .split('\n')
+      .map((l) => l.split(' ')[4]?.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8))))
+      .filter((m): m is string => !!m && m.startsWith(root + '/'));
+  },
+  detach: async (mp) => (await import('./fs/index')).detachStale(mp),
+};
 
 const MAX_ID = 256;
 
@@ -59,7 +86,8 @@ export class Driver implements VolumeDriver {
     await this.withLock(name, async () => {
       const existing = this.volumes.get(name);
       if (existing) {
-        const diff = specDifferences(existing.snapshot().spec, spec);
+        // Both sides derived by this version: a default changed since the volume was made is no difference.
+        const diff = existing.spec ? specDifferences(existing.spec, spec) : ['all: the stored ones are refused by this version'];
         if (diff.length > 0) {
           throw new DriverError(
             `volume ${name} already exists with different options (${diff.join(', ')} differ); ` +
@@ -68,19 +96,10 @@ export class Driver implements VolumeDriver {
         }
         return;
       }
-      const record: VolumeRecord = { name, createdAt: new Date().toISOString(), spec, mountIds: [] };
-      if (spec.check) {
-        const log = this.deps.log.child({ volume: name });
-        const target = await toSshTarget(spec, { sshDir: this.deps.sshDir });
-        const probe = this.deps.probe ?? (await import('./sftp/probe')).probeRemote;
-        const seen = await probe(target, { mkdir: spec.mkdir }, (m) => log.warn(m));
-        record.remoteRealPath = seen.realPath;
-        if (spec.strictHostKeyChecking === 'accept-new' && !spec.hostKey) {
-          record.pinnedHostKey = seen.hostKey;
-          log.info({ hostKey: seen.hostKey }, 'pinned host key seen at create');
-        }
-      }
-      this.volumes.set(name, this.makeVolume(record));
+      await refuseStateFiles(spec, this.deps.store.dir);
+      const v = this.makeVolume({ name, createdAt: new Date().toISOString(), opts: { ...(req.Opts ?? {}) }, mountIds: [] });
+      if (spec.check) await v.checkRemote('create');
+      this.volumes.set(name, v);
       await this.save();
     });
   }
@@ -161,40 +180,28 @@ export class Driver implements VolumeDriver {
 
   /** Remount volumes that containers still held when the daemon stopped. Runs after the socket listens. */
   restoreAll(): Promise<void> {
-    const swept = this.detachStaleMounts();
-    const jobs = [...this.volumes.values()]
-      .filter((v) => v.mountIds.length > 0)
-      // Not behind the sweep: each volume detaches its own stale mount first,
-      // and the sweep detaches only dead (ENOTCONN) mounts, never a live one.
-      .map((v) => this.withLock(v.name, () => v.restore()).then(() => this.save()));
-    return Promise.allSettled([swept, ...jobs]).then(() => undefined);
-  }
-
-  /**
-   * After a crash every FUSE mount this daemon served is dead (ENOTCONN),
-   * including those of volumes no container holds any more or that were
-   * removed from the state: detach them all so nothing under the mount root
-   * keeps answering "Transport endpoint is not connected".
-   */
-  private async detachStaleMounts(): Promise<void> {
     const root = this.deps.mountRoot;
-    let info = '';
-    try {
-      info = await readFile('/proc/self/mountinfo', 'utf8');
-    } catch {
-      return;
-    }
-    const under = info
-      .split('\n')
-      .map((l) => l.split(' ')[4]?.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8))))
-      .filter((m): m is string => !!m && m.startsWith(root + '/'));
-    if (under.length === 0) return;
-    const { detachStale } = await import('./fs/index');
-    for (const mp of under) {
-      if (!(await detachStale(mp).catch(() => false))) continue;
+    const stale = this.deps.stale ?? STALE_MOUNTS;
+    // After a crash every FUSE mount this daemon served is dead (ENOTCONN),
+    // including those of volumes no container holds any more or that were
+    // removed from the state: each is detached so nothing under the mount
+    // root keeps answering "Transport endpoint is not connected". Each check
+    // and detach runs under the lock of the volume the mountpoint belongs
+    // to, queued in this tick ahead of that volume's restore and of any
+    // request: "is it dead?" and "umount -l" then cannot straddle a restore
+    // or a Mount that has just put a live mount there.
+    const swept = stale.list(root).map((mp) => {
       const log = [...this.volumes.values()].find((v) => v.mountpoint === mp)?.log ?? this.deps.log;
-      log.warn({ mountpoint: mp }, 'stale FUSE mount found (Transport endpoint is not connected): detached it lazily');
-    }
+      return this.withLock(relative(root, mp).split(sep)[0], async () => {
+        if (await stale.detach(mp).catch(() => false)) {
+          log.warn({ mountpoint: mp }, 'stale FUSE mount found (Transport endpoint is not connected): detached it lazily');
+        }
+      });
+    });
+    const restored = [...this.volumes.values()]
+      .filter((v) => v.mountIds.length > 0)
+      .map((v) => this.withLock(v.name, () => v.restore()).then(() => this.save()));
+    return Promise.allSettled([...swept, ...restored]).then(() => undefined);
   }
 
   /** Unmount every filesystem, keeping mount IDs so the next start restores them, and save. */
@@ -221,6 +228,8 @@ export class Driver implements VolumeDriver {
     return new Volume(r, join(this.deps.mountRoot, r.name), {
       mountFs: this.deps.mountFs,
       sshDir: this.deps.sshDir,
+      stateDir: this.deps.store.dir,
+      detachStale: (this.deps.stale ?? STALE_MOUNTS).detach,
       log: this.deps.log,
       ...(this.deps.probe && { probe: this.deps.probe }),
     });

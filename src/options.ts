@@ -3,42 +3,69 @@
 // a fixed table, unknown keys are refused with the list of valid ones, and
 // keys that would run a program are refused as unsafe. vieux/sshfs's option
 // lines keep working or get an error naming the tsfs equivalent.
-import { readFile } from 'node:fs/promises';
-import { isAbsolute, join } from 'node:path';
+import { readFile, realpath } from 'node:fs/promises';
+import { isAbsolute, join, relative } from 'node:path';
 import { z } from 'zod';
 import type { SshTarget } from './sftp/target';
 
 export const MAX_VALUE_BYTES = 4096;
 const MAX_OPTIONS = 64;
 
-/** What a volume was created with; stored in the state file, so plain JSON. */
-export const VolumeSpecSchema = z.object({
-  host: z.string(),
-  port: z.number().int(),
-  username: z.string(),
-  remotePath: z.string(),
-  password: z.string().optional(),
-  passwordFile: z.string().optional(),
-  identityFile: z.string().optional(),
-  passphrase: z.string().optional(),
-  hostKey: z.string().optional(),
-  strictHostKeyChecking: z.enum(['yes', 'accept-new', 'no']),
-  uid: z.number().int().optional(),
-  gid: z.number().int().optional(),
-  umask: z.number().int().optional(),
-  allowOther: z.boolean(),
-  readOnly: z.boolean(),
-  mkdir: z.boolean(),
-  check: z.boolean(),
-  cacheTimeout: z.number(),
-  reconnectTimeout: z.number(),
-  serverAliveInterval: z.number(),
-  serverAliveCountMax: z.number().int(),
-  connectTimeout: z.number(),
+/**
+ * What a volume's options mean, derived from them at Create and again at
+ * every daemon start (the state file keeps the options the user gave, not
+ * this), so a default or a note changed in a new version applies to old
+ * volumes and never makes an identical Create "differ".
+ */
+export interface VolumeSpec {
+  host: string;
+  port: number;
+  username: string;
+  remotePath: string;
+  password?: string;
+  passwordFile?: string;
+  identityFile?: string;
+  passphrase?: string;
+  hostKey?: string;
+  strictHostKeyChecking: 'yes' | 'accept-new' | 'no';
+  uid?: number;
+  gid?: number;
+  umask?: number;
+  allowOther: boolean;
+  readOnly: boolean;
+  mkdir: boolean;
+  check: boolean;
+  cacheTimeout: number;
+  reconnectTimeout: number;
+  serverAliveInterval: number;
+  serverAliveCountMax: number;
+  connectTimeout: number;
   /** Options accepted for compatibility but without effect, shown in Status. */
-  notes: z.array(z.string()),
-});
-export type VolumeSpec = z.infer<typeof VolumeSpecSchema>;
+  notes: string[];
+}
+
+/** Values of the options a user did not give. */
+export const DEFAULTS = {
+  port: 22,
+  strictHostKeyChecking: 'accept-new',
+  allowOther: true,
+  readOnly: false,
+  mkdir: false,
+  check: true,
+  cacheTimeout: 20,
+  reconnectTimeout: 60,
+  serverAliveInterval: 15,
+  serverAliveCountMax: 3,
+  connectTimeout: 15,
+} satisfies Partial<VolumeSpec>;
+
+/**
+ * The longest a silently dead link (no RST, no FIN: a NAT entry dropped, a
+ * cable pulled) may go unnoticed: ServerAliveInterval x ServerAliveCountMax.
+ * FUSE data operations have no timeout of their own (they wait for the
+ * reconnect bound), so this is how long a write can hang on such a link.
+ */
+export const MAX_DEAD_LINK_SECONDS = 600;
 
 /** Docker's own rule for volume names (daemon/names), bounded like a file name; also keeps <root>/<name> inside the root. */
 export const VOLUME_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/;
@@ -111,12 +138,12 @@ const int = (min: number, max: number, unit = '') =>
     }
     return n;
   });
-const seconds = (max: number) =>
+const seconds = (max: number, min = 0, why = '') =>
   z.string().transform((s, ctx) => {
     const t = s.trim();
     const n = /^\d{1,6}(\.\d{1,3})?$/.test(t) ? Number(t) : NaN;
-    if (!(n >= 0 && n <= max)) {
-      ctx.addIssue({ code: 'custom', message: `must be a number of seconds from 0 to ${max}` });
+    if (!(n >= min && n <= max)) {
+      ctx.addIssue({ code: 'custom', message: `must be a number of seconds from ${min} to ${max}${why}` });
       return z.NEVER;
     }
     return n;
@@ -215,9 +242,11 @@ const OptsSchema = z
     check: bool.optional(),
     cache_timeout: seconds(86400).optional(),
     reconnect_timeout: seconds(86400).optional(),
-    ServerAliveInterval: seconds(86400).optional(),
+    // 0 would mean no keepalives (OpenSSH's meaning): a silently dead link would never be noticed.
+    ServerAliveInterval: seconds(MAX_DEAD_LINK_SECONDS, 1, ' (0, no keepalives, would leave a silently dead link hanging every operation)').optional(),
     ServerAliveCountMax: int(1, 1000).optional(),
-    ConnectTimeout: seconds(600).optional(),
+    // 0 would time every connection out before its first byte: the volume could never mount.
+    ConnectTimeout: seconds(600, 1, ' (0 would time out every connection at once)').optional(),
     reconnect: bool.optional(),
     Compression: bool.optional(),
     cache: bool.optional(),
@@ -288,13 +317,20 @@ export function parseOptions(opts: unknown): VolumeSpec {
   if (o.debug) notes.push('debug is ignored per volume: set LOG_LEVEL=debug on the plugin (docker plugin set <plugin> LOG_LEVEL=debug)');
   if (o.ro !== undefined && o.rw !== undefined && o.ro === o.rw) throw new OptionsError('options ro and rw contradict each other');
   if (o.password !== undefined && o.password_file !== undefined) throw new OptionsError('give either password or password_file, not both');
-  const strict = o.StrictHostKeyChecking ?? 'accept-new';
+  const strict = o.StrictHostKeyChecking ?? DEFAULTS.strictHostKeyChecking;
   if (strict === 'yes' && !o.host_key) {
     throw new OptionsError('StrictHostKeyChecking=yes needs the server key pinned: add -o host_key=SHA256:... (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the server prints it), or use StrictHostKeyChecking=accept-new to pin the key seen at create');
   }
+  const serverAliveInterval = o.ServerAliveInterval ?? DEFAULTS.serverAliveInterval;
+  const serverAliveCountMax = o.ServerAliveCountMax ?? DEFAULTS.serverAliveCountMax;
+  if (serverAliveInterval * serverAliveCountMax > MAX_DEAD_LINK_SECONDS) {
+    throw new OptionsError(
+      `ServerAliveInterval x ServerAliveCountMax is ${serverAliveInterval * serverAliveCountMax} s: a dead link would hang writes that long; keep it at most ${MAX_DEAD_LINK_SECONDS} s`,
+    );
+  }
   return {
     host: o.sshcmd.host,
-    port: o.port ?? 22,
+    port: o.port ?? DEFAULTS.port,
     username: o.sshcmd.username,
     remotePath: o.sshcmd.remotePath,
     ...(o.password !== undefined && { password: o.password }),
@@ -306,16 +342,16 @@ export function parseOptions(opts: unknown): VolumeSpec {
     ...(o.uid !== undefined && { uid: o.uid }),
     ...(o.gid !== undefined && { gid: o.gid }),
     ...(o.umask !== undefined && { umask: o.umask }),
-    allowOther: o.allow_other ?? true,
-    readOnly: o.ro ?? (o.rw === undefined ? false : !o.rw),
-    mkdir: o.mkdir ?? false,
-    check: o.check ?? true,
+    allowOther: o.allow_other ?? DEFAULTS.allowOther,
+    readOnly: o.ro ?? (o.rw === undefined ? DEFAULTS.readOnly : !o.rw),
+    mkdir: o.mkdir ?? DEFAULTS.mkdir,
+    check: o.check ?? DEFAULTS.check,
     // sshfs's cache=no disables attribute/dir caching; map it onto the timeout.
-    cacheTimeout: o.cache === false ? 0 : (o.cache_timeout ?? 20),
-    reconnectTimeout: o.reconnect_timeout ?? 60,
-    serverAliveInterval: o.ServerAliveInterval ?? 15,
-    serverAliveCountMax: o.ServerAliveCountMax ?? 3,
-    connectTimeout: o.ConnectTimeout ?? 15,
+    cacheTimeout: o.cache === false ? 0 : (o.cache_timeout ?? DEFAULTS.cacheTimeout),
+    reconnectTimeout: o.reconnect_timeout ?? DEFAULTS.reconnectTimeout,
+    serverAliveInterval,
+    serverAliveCountMax,
+    connectTimeout: o.ConnectTimeout ?? DEFAULTS.connectTimeout,
     notes,
   };
 }
@@ -329,9 +365,12 @@ const OPTION_OF: Record<keyof VolumeSpec, string> = {
   serverAliveCountMax: 'ServerAliveCountMax', connectTimeout: 'ConnectTimeout', notes: 'Compression/workaround/debug/reconnect',
 };
 
-/** Option names whose settings differ between two specs (never their values: some are secrets). */
+/**
+ * Option names whose settings differ between two specs (never their values:
+ * some are secrets). Notes are not compared: those options have no effect.
+ */
 export function specDifferences(a: VolumeSpec, b: VolumeSpec): string[] {
-  const keys = new Set([...Object.keys(a), ...Object.keys(b)]) as Set<keyof VolumeSpec>;
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)].filter((k) => k !== 'notes')) as Set<keyof VolumeSpec>;
   const differ = [...keys].filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]));
   return [...new Set(differ.map((k) => OPTION_OF[k] ?? k))].sort();
 }
@@ -345,6 +384,8 @@ export function describeRemote(s: Pick<VolumeSpec, 'username' | 'host' | 'port' 
 export interface TargetContext {
   /** Directory searched for default keys (TSFS_SSH_DIR). */
   sshDir: string;
+  /** The daemon's state directory (TSFS_STATE_DIR): never read as a key or password file. */
+  stateDir: string;
   /** Host key pinned at Create (accept-new), used when the spec has none. */
   pinnedHostKey?: string;
 }
@@ -357,6 +398,7 @@ const DEFAULT_KEYS = ['id_ed25519', 'id_ecdsa', 'id_rsa'];
  * each Create/Mount, so they live only in memory and never in the state file.
  */
 export async function toSshTarget(spec: VolumeSpec, ctx: TargetContext): Promise<SshTarget> {
+  await refuseStateFiles(spec, ctx.stateDir);
   let privateKey: Buffer | undefined;
   let identityFile: string | undefined;
   if (spec.identityFile) {
@@ -403,4 +445,26 @@ export async function toSshTarget(spec: VolumeSpec, ctx: TargetContext): Promise
     keepaliveCountMax: spec.serverAliveCountMax,
     connectTimeout: spec.connectTimeout * 1000,
   };
+}
+
+/**
+ * The state file holds every volume's password: a password_file or
+ * IdentityFile inside the state directory would send it to whatever server a
+ * volume names. Checked by name and after symlinks (sshkey.source is the
+ * user's directory and may hold a link), at every Create and Mount.
+ */
+export async function refuseStateFiles(spec: Pick<VolumeSpec, 'passwordFile' | 'identityFile'>, stateDir: string): Promise<void> {
+  const real = (p: string) => realpath(p).catch(() => p);
+  const inside = (dir: string, p: string) => {
+    const r = relative(dir, p);
+    return r === '' || (r !== '..' && !r.startsWith('../') && !isAbsolute(r));
+  };
+  const dirs = [stateDir, await real(stateDir)];
+  for (const [option, file] of [['password_file', spec.passwordFile], ['IdentityFile', spec.identityFile]] as const) {
+    if (file === undefined) continue;
+    const paths = [file, await real(file)];
+    if (dirs.some((d) => paths.some((p) => inside(d, p)))) {
+      throw new OptionsError(`option ${option}=${file} points into the plugin's state directory (${stateDir}), which no volume may read: put the file under the sshkey.source directory`);
+    }
+  }
 }

@@ -6,18 +6,25 @@ import { mkdir, chmod, readFile, rename, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import { z } from 'zod';
-import { VolumeSpecSchema, isVolumeName } from './options';
+import { isVolumeName } from './options';
 
-export const STATE_VERSION = 1;
+export const STATE_VERSION = 2;
 export const STATE_FILE = 'tsfs.json';
+
+/** The options, as the user gave them to `docker volume create -o`: option=value strings. */
+const OptsSchema = z.record(z.string(), z.string());
 
 export const VolumeRecordSchema = z.object({
   // Checked again on load: a hand-edited name must not point a mountpoint outside TSFS_MOUNT_ROOT.
   name: z.string().refine(isVolumeName, { message: 'not a valid volume name' }),
   /** RFC 3339. */
   createdAt: z.string(),
-  spec: VolumeSpecSchema,
-  /** Host key seen at Create under accept-new, pinned for every later connection. */
+  /**
+   * What the user gave, not what tsfs made of it: the meaning (defaults,
+   * notes) is derived again at every start by parseOptions.
+   */
+  opts: OptsSchema,
+  /** Host key seen at Create or first Mount under accept-new, pinned for every later connection. */
   pinnedHostKey: z.string().optional(),
   /** What realpath said the remote directory is, at Create. */
   remoteRealPath: z.string().optional(),
@@ -31,6 +38,78 @@ const StateSchema = z.object({
   volumes: z.array(VolumeRecordSchema),
 });
 export type State = z.infer<typeof StateSchema>;
+
+// ---- version 1 (earlier tsfs): the derived spec was stored ------------------
+
+/** Version 1's defaults, frozen: an option whose stored value equals it was not given by the user. */
+const V1_DEFAULTS = { port: 22, strictHostKeyChecking: 'accept-new', allowOther: true, readOnly: false, mkdir: false, check: true, cacheTimeout: 20, reconnectTimeout: 60, serverAliveInterval: 15, serverAliveCountMax: 3, connectTimeout: 15 };
+
+const V1SpecSchema = z.object({
+  host: z.string(),
+  port: z.number().int(),
+  username: z.string(),
+  remotePath: z.string(),
+  password: z.string().optional(),
+  passwordFile: z.string().optional(),
+  identityFile: z.string().optional(),
+  passphrase: z.string().optional(),
+  hostKey: z.string().optional(),
+  strictHostKeyChecking: z.enum(['yes', 'accept-new', 'no']),
+  uid: z.number().int().optional(),
+  gid: z.number().int().optional(),
+  umask: z.number().int().optional(),
+  allowOther: z.boolean(),
+  readOnly: z.boolean(),
+  mkdir: z.boolean(),
+  check: z.boolean(),
+  cacheTimeout: z.number(),
+  reconnectTimeout: z.number(),
+  serverAliveInterval: z.number(),
+  serverAliveCountMax: z.number().int(),
+  connectTimeout: z.number(),
+  notes: z.array(z.string()),
+});
+
+/**
+ * The options a version-1 spec came from: each value that differs from
+ * version 1's default. (Options without effect, the notes, are dropped.)
+ */
+function optsOfV1Spec(s: z.infer<typeof V1SpecSchema>): Record<string, string> {
+  const o: Record<string, string> = { sshcmd: `${s.username}@${s.host.includes(':') ? `[${s.host}]` : s.host}:${s.remotePath}` };
+  const d = V1_DEFAULTS;
+  const set = (k: string, v: string | number | undefined, dflt?: string | number | boolean) => {
+    if (v !== undefined && v !== dflt) o[k] = String(v);
+  };
+  set('port', s.port, d.port);
+  set('password', s.password);
+  set('password_file', s.passwordFile);
+  set('IdentityFile', s.identityFile);
+  set('passphrase', s.passphrase);
+  set('host_key', s.hostKey);
+  set('StrictHostKeyChecking', s.strictHostKeyChecking, d.strictHostKeyChecking);
+  set('uid', s.uid);
+  set('gid', s.gid);
+  set('umask', s.umask === undefined ? undefined : s.umask.toString(8).padStart(3, '0'));
+  if (s.allowOther !== d.allowOther) o.allow_other = 'no';
+  if (s.readOnly !== d.readOnly) o.ro = 'yes';
+  if (s.mkdir !== d.mkdir) o.mkdir = 'yes';
+  if (s.check !== d.check) o.check = 'no';
+  set('cache_timeout', s.cacheTimeout, d.cacheTimeout);
+  set('reconnect_timeout', s.reconnectTimeout, d.reconnectTimeout);
+  set('ServerAliveInterval', s.serverAliveInterval, d.serverAliveInterval);
+  set('ServerAliveCountMax', s.serverAliveCountMax, d.serverAliveCountMax);
+  set('ConnectTimeout', s.connectTimeout, d.connectTimeout);
+  return o;
+}
+
+const StateV1Schema = z.object({
+  version: z.literal(1),
+  volumes: z.array(VolumeRecordSchema.omit({ opts: true }).extend({ spec: V1SpecSchema })),
+});
+
+function fromV1(v1: z.infer<typeof StateV1Schema>): State {
+  return { version: STATE_VERSION, volumes: v1.volumes.map(({ spec, ...r }) => ({ ...r, opts: optsOfV1Spec(spec) })) };
+}
 
 export interface LoadResult {
   state: State;
@@ -61,11 +140,11 @@ export class StateStore {
     try {
       const raw: unknown = JSON.parse(text);
       const version = (raw as { version?: unknown } | null)?.version;
-      if (version !== STATE_VERSION) {
-        reason = `unknown state version ${JSON.stringify(version)} (this tsfs reads version ${STATE_VERSION})`;
+      if (version !== STATE_VERSION && version !== 1) {
+        reason = `unknown state version ${JSON.stringify(version)} (this tsfs reads versions 1 and ${STATE_VERSION})`;
       } else {
-        const r = StateSchema.safeParse(raw);
-        if (r.success) return { state: r.data };
+        const r = version === 1 ? StateV1Schema.safeParse(raw) : StateSchema.safeParse(raw);
+        if (r.success) return { state: r.data.version === 1 ? fromV1(r.data) : r.data };
         reason = `invalid state: ${r.error.issues.slice(0, 3).map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`;
       }
     } catch (e) {

@@ -5,9 +5,9 @@
 import { mkdir, rmdir } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { MountFs, MountedFs } from './fs/index';
-import { describeRemote, toSshTarget } from './options';
+import { OptionsError, describeRemote, parseOptions, toSshTarget, type VolumeSpec } from './options';
 import type { ProbeResult } from './sftp/probe';
-import type { SshTarget } from './sftp/target';
+import { hostKeyToPin, type SshTarget } from './sftp/target';
 import type { VolumeRecord } from './state';
 
 export type Probe = (target: SshTarget, opts: { mkdir: boolean }, onWarn?: (m: string) => void) => Promise<ProbeResult>;
@@ -15,11 +15,18 @@ export type Probe = (target: SshTarget, opts: { mkdir: boolean }, onWarn?: (m: s
 export interface VolumeDeps {
   mountFs: MountFs;
   sshDir: string;
+  /** The daemon's state directory: no key or password file may be read from it. */
+  stateDir: string;
   log: Logger;
   probe?: Probe;
+  /** Lazily detach a dead FUSE mount (ENOTCONN) at a mountpoint; true if it did. */
+  detachStale(mountpoint: string): Promise<boolean>;
 }
 
 export class Volume {
+  /** What the stored options mean in this version; undefined when this version refuses them (specError says why). */
+  readonly spec?: VolumeSpec;
+  private readonly specError?: string;
   private fs?: MountedFs;
   private readonly ids: Set<string>;
   private lastError?: string;
@@ -33,6 +40,39 @@ export class Volume {
   ) {
     this.ids = new Set(record.mountIds);
     this.log = deps.log.child({ volume: record.name });
+    try {
+      this.spec = parseOptions(record.opts);
+    } catch (e) {
+      this.specError = (e as Error).message;
+    }
+  }
+
+  /** The spec, or the error a Mount of a volume whose stored options this version refuses answers. */
+  private usableSpec(): VolumeSpec {
+    if (this.spec) return this.spec;
+    throw new OptionsError(
+      `volume ${this.name} was created with options this version of tsfs refuses (${this.specError}): ` +
+        `remove it (docker volume rm ${this.name}) and create it again; the remote data is not touched`,
+    );
+  }
+
+  /**
+   * Connect once, check the remote directory (creating it with -o mkdir) and,
+   * under accept-new with no host_key given, pin the key seen: the one place
+   * a volume's host key gets pinned (at Create, or at first Mount when
+   * check=false skipped Create's probe).
+   */
+  async checkRemote(when: 'create' | 'first mount'): Promise<SshTarget> {
+    const spec = this.usableSpec();
+    const target = await toSshTarget(spec, { sshDir: this.deps.sshDir, stateDir: this.deps.stateDir, pinnedHostKey: this.record.pinnedHostKey });
+    const probe = this.deps.probe ?? (await import('./sftp/probe')).probeRemote;
+    const seen = await probe(target, { mkdir: spec.mkdir }, (m) => this.log.warn(m));
+    this.record = { ...this.record, remoteRealPath: seen.realPath };
+    const pin = hostKeyToPin(target, seen.hostKey);
+    if (!pin) return target;
+    this.record = { ...this.record, pinnedHostKey: pin };
+    this.log.info({ hostKey: pin }, `pinned host key seen at ${when}`);
+    return { ...target, hostKey: pin };
   }
 
   get name(): string {
@@ -100,7 +140,7 @@ export class Volume {
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') return;
-      if (code === 'ENOTCONN' && (await detachStale(this.mountpoint))) {
+      if (code === 'ENOTCONN' && (await this.deps.detachStale(this.mountpoint))) {
         await rmdir(this.mountpoint).catch((e2: Error) => this.log.warn({ err: e2.message, mountpoint: this.mountpoint }, 'left the mountpoint directory in place'));
         return;
       }
@@ -109,7 +149,8 @@ export class Volume {
   }
 
   status(): Record<string, unknown> {
-    const spec = this.record.spec;
+    const spec = this.spec;
+    if (!spec) return { connection: 'unusable', last_error: this.specError, mounts: this.ids.size };
     const hostKey = spec.hostKey ?? this.record.pinnedHostKey;
     return {
       remote: describeRemote(spec),
@@ -126,20 +167,15 @@ export class Volume {
   private async attach(): Promise<void> {
     try {
       // Before mkdir: on a dead FUSE mount (left by a crash) even mkdir -p fails with ENOTCONN.
-      if (await detachStale(this.mountpoint)) {
+      if (await this.deps.detachStale(this.mountpoint)) {
         this.log.warn({ mountpoint: this.mountpoint }, 'stale FUSE mount found (Transport endpoint is not connected): detached it lazily');
       }
       await mkdir(this.mountpoint, { recursive: true, mode: 0o755 });
-      const spec = this.record.spec;
-      let target = await toSshTarget(spec, { sshDir: this.deps.sshDir, pinnedHostKey: this.record.pinnedHostKey });
-      if (spec.strictHostKeyChecking === 'accept-new' && !target.hostKey) {
-        // check=false skipped the Create-time probe: pin the key on first use instead.
-        const probe = this.deps.probe ?? (await import('./sftp/probe')).probeRemote;
-        const seen = await probe(target, { mkdir: spec.mkdir }, (m) => this.log.warn(m));
-        this.record = { ...this.record, pinnedHostKey: seen.hostKey, remoteRealPath: seen.realPath };
-        target = { ...target, hostKey: seen.hostKey };
-        this.log.info({ hostKey: seen.hostKey }, 'pinned host key at first mount');
-      }
+      const spec = this.usableSpec();
+      const target =
+        spec.strictHostKeyChecking === 'accept-new' && !spec.hostKey && !this.record.pinnedHostKey
+          ? await this.checkRemote('first mount')
+          : await toSshTarget(spec, { sshDir: this.deps.sshDir, stateDir: this.deps.stateDir, pinnedHostKey: this.record.pinnedHostKey });
       this.fs = await this.deps.mountFs({
         target,
         mountpoint: this.mountpoint,
@@ -159,10 +195,4 @@ export class Volume {
       throw e;
     }
   }
-}
-
-// The filesystem module (fuse-native, ssh2) loads on first use so the socket
-// listens quickly at start; main.ts preloads it right after listening.
-async function detachStale(mountpoint: string): Promise<boolean> {
-  return (await import('./fs/index')).detachStale(mountpoint);
 }

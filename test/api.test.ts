@@ -225,6 +225,12 @@ describe('hostile requests get a clear Err and leave the daemon and its state in
     await stillHealthy();
   });
 
+  it("a password_file pointing at the plugin's own state file (every volume's passwords) is refused", async () => {
+    const a = await create('hostile', { ...opts(), password_file: join(d.stateDir, 'tsfs.json') });
+    expect(a.json.Err).toMatch(/option password_file=.* points into the plugin's state directory/);
+    await stillHealthy();
+  });
+
   it('Opts that is not an object', async () => {
     for (const o of ['sshcmd=u@h:/p', ['sshcmd=u@h:/p'], 7]) {
       expect((await create('hostile', o)).json.Err).toMatch(/Opts must be an object/);

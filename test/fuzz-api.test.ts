@@ -27,13 +27,13 @@ const VOLUME_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/;
 
 async function healthy(): Promise<void> {
   expect((await d.call('/Plugin.Activate')).json).toEqual({ Implements: ['VolumeDriver'] });
-  let state: { version: number; volumes: { name: string; mountIds: string[] }[] } = { version: 1, volumes: [] };
+  let state: { version: number; volumes: { name: string; mountIds: string[] }[] } = { version: 2, volumes: [] };
   try {
     state = JSON.parse(readFileSync(join(d.stateDir, 'tsfs.json'), 'utf8'));
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
   }
-  expect(state.version).toBe(1);
+  expect(state.version).toBe(2);
   for (const v of state.volumes) {
     expect(v.name).toMatch(VOLUME_NAME);
     expect(v.name.length).toBeLessThanOrEqual(255);

@@ -3,7 +3,10 @@
 // the real daemon's socket in api.test.ts.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { OptionsError, parseOptions, parseSshcmd, specDifferences } from '../src/options';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { OptionsError, parseOptions, parseSshcmd, refuseStateFiles, specDifferences } from '../src/options';
 
 const ok = (opts: Record<string, string>) => parseOptions(opts);
 const err = (opts: unknown): string => {
@@ -128,6 +131,10 @@ describe('bad option lines', () => {
     [{ sshcmd: 'u@h:/p', umask: '999' }, /option umask: must be octal/],
     [{ sshcmd: 'u@h:/p', ro: 'maybe' }, /option ro: must be yes\/no/],
     [{ sshcmd: 'u@h:/p', cache_timeout: '-5' }, /option cache_timeout/],
+    // Values that would hang or never mount.
+    [{ sshcmd: 'u@h:/p', ConnectTimeout: '0' }, /option ConnectTimeout: must be a number of seconds from 1 to 600 \(0 would time out every connection at once\)/],
+    [{ sshcmd: 'u@h:/p', ServerAliveInterval: '0' }, /option ServerAliveInterval: must be a number of seconds from 1 to 600 \(0, no keepalives, would leave a silently dead link/],
+    [{ sshcmd: 'u@h:/p', ServerAliveInterval: '300', ServerAliveCountMax: '3' }, /ServerAliveInterval x ServerAliveCountMax is 900 s: a dead link would hang writes that long; keep it at most 600 s/],
     [{ sshcmd: 'u@h:/p', host_key: 'md5:aa:bb' }, /option host_key: must be a SHA256 fingerprint/],
     [{ sshcmd: 'u@h:/p', StrictHostKeyChecking: 'ask' }, /must be yes, accept-new or no/],
     [{ sshcmd: 'u@h:/p', StrictHostKeyChecking: 'yes' }, /needs the server key pinned: add -o host_key=SHA256/],
@@ -204,5 +211,29 @@ describe('specDifferences names options, not values', () => {
     const b = parseOptions({ sshcmd: 'u@h:/q', password: 'x2', ro: '' });
     expect(specDifferences(a, b)).toEqual(['cache_timeout', 'password', 'ro', 'sshcmd']);
     expect(specDifferences(a, parseOptions({ sshcmd: 'u@h:/p', password: 'x1', cache_timeout: '5' }))).toEqual([]);
+  });
+});
+
+describe("no volume reads the plugin's state file", () => {
+  it('password_file and IdentityFile under the state directory, by name or through a symlink, are refused', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'tsfs-opts-'));
+    try {
+      const state = join(root, 'state');
+      const keys = join(root, 'ssh');
+      mkdirSync(state);
+      mkdirSync(keys);
+      writeFileSync(join(state, 'tsfs.json'), '{}');
+      writeFileSync(join(keys, 'pw'), 'secret\n');
+      symlinkSync(join(state, 'tsfs.json'), join(keys, 'sneaky'));
+      const refused = (spec: { passwordFile?: string; identityFile?: string }) => refuseStateFiles(spec, state).then(() => 'accepted', (e: Error) => e.message);
+      expect(await refused({ passwordFile: join(state, 'tsfs.json') })).toMatch(/option password_file=.* points into the plugin's state directory/);
+      expect(await refused({ identityFile: join(state, 'tsfs.json') })).toMatch(/option IdentityFile=/);
+      expect(await refused({ passwordFile: state })).toMatch(/state directory/);
+      expect(await refused({ passwordFile: join(keys, 'sneaky') })).toMatch(/state directory/);
+      expect(await refused({ passwordFile: join(keys, 'pw'), identityFile: join(keys, 'missing') })).toBe('accepted');
+      expect(await refused({ passwordFile: `${state}-other/pw` })).toBe('accepted');
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });

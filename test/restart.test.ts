@@ -93,7 +93,7 @@ describe('restart', () => {
     expect(statSync(d.stateDir).mode & 0o777).toBe(0o700);
     const f = join(d.stateDir, 'tsfs.json');
     expect(statSync(f).mode & 0o777).toBe(0o600);
-    expect(JSON.parse(readFileSync(f, 'utf8')).version).toBe(1);
+    expect(JSON.parse(readFileSync(f, 'utf8')).version).toBe(2);
   });
 
   it('a leftover socket file does not stop the daemon', async () => {

@@ -2,7 +2,8 @@
 // authenticate, make sure the directory exists (or create it with -o mkdir)
 // and resolve it. Errors name the host, port and what failed.
 import type { SFTPWrapper, Stats } from 'ssh2';
-import { ConnectError, connectSsh } from './connect';
+import { ConnectError, connectSsh, type SshLink } from './connect';
+import { withDeadline } from './deadline';
 import { expandHome, HomePathError } from './paths';
 import { describeTarget, type SshTarget } from './target';
 
@@ -22,46 +23,56 @@ const call = <T>(fn: (cb: (err: (Error & { code?: number }) | null | undefined, 
 
 export async function probeRemote(target: SshTarget, opts: { mkdir: boolean }, onWarn?: (m: string) => void): Promise<ProbeResult> {
   const link = await connectSsh(target, onWarn);
+  const where = describeTarget(target);
   try {
-    const sftp = await link.openSftp();
-    const where = describeTarget(target);
-    const ext = link.extensionsOf(sftp);
-    let dir = target.remotePath === '' ? '.' : target.remotePath;
-    try {
-      dir = await expandHome(sftp, ext, dir);
-    } catch (e) {
-      throw e instanceof HomePathError ? new ConnectError(e.message, 'no-such-directory') : new ConnectError(`cannot resolve ${dir} on ${where}: ${(e as Error).message}`, 'no-such-directory');
-    }
-    const explain = (e: Error & { code?: number }, what: string, path: string) => {
-      if (e.code === NO_SUCH_FILE) {
-        return new ConnectError(
-          `remote directory ${path} does not exist on ${where}: create it, or add -o mkdir to create it at volume create`,
-          'no-such-directory',
-        );
-      }
-      if (e.code === PERMISSION_DENIED) {
-        return new ConnectError(`permission denied to ${what} ${path} on ${where} as ${target.username}: fix the directory's permissions or use another user`, 'permission-denied');
-      }
-      return new ConnectError(`cannot ${what} ${path} on ${where}: ${e.message}`, 'network');
-    };
-    if (opts.mkdir) await mkdirP(sftp, dir, explain);
-    let st: Stats;
-    try {
-      st = await call<Stats>((cb) => sftp.stat(dir, cb));
-    } catch (e) {
-      throw explain(e as Error & { code?: number }, 'stat', dir);
-    }
-    if (!st.isDirectory()) throw new ConnectError(`remote path ${dir} on ${where} is not a directory: point sshcmd at a directory`, 'not-a-directory');
-    let realPath: string;
-    try {
-      realPath = await call<string>((cb) => sftp.realpath(dir, cb));
-    } catch (e) {
-      throw explain(e as Error & { code?: number }, 'resolve', dir);
-    }
-    return { hostKey: link.hostKey, realPath };
+    // The steps after the handshake get the same bound: this runs under the volume's lock.
+    return await withDeadline(
+      check(link, target, opts),
+      target.connectTimeout,
+      () => new ConnectError(`${where} accepted the connection but did not answer SFTP requests within ${target.connectTimeout} ms: check the server's sftp subsystem and load`, 'timeout'),
+    );
   } finally {
     link.close();
   }
+}
+
+async function check(link: SshLink, target: SshTarget, opts: { mkdir: boolean }): Promise<ProbeResult> {
+  const sftp = await link.openSftp();
+  const where = describeTarget(target);
+  const ext = link.extensionsOf(sftp);
+  let dir = target.remotePath === '' ? '.' : target.remotePath;
+  try {
+    dir = await expandHome(sftp, ext, dir);
+  } catch (e) {
+    throw e instanceof HomePathError ? new ConnectError(e.message, 'no-such-directory') : new ConnectError(`cannot resolve ${dir} on ${where}: ${(e as Error).message}`, 'no-such-directory');
+  }
+  const explain = (e: Error & { code?: number }, what: string, path: string) => {
+    if (e.code === NO_SUCH_FILE) {
+      return new ConnectError(
+        `remote directory ${path} does not exist on ${where}: create it, or add -o mkdir to create it at volume create`,
+        'no-such-directory',
+      );
+    }
+    if (e.code === PERMISSION_DENIED) {
+      return new ConnectError(`permission denied to ${what} ${path} on ${where} as ${target.username}: fix the directory's permissions or use another user`, 'permission-denied');
+    }
+    return new ConnectError(`cannot ${what} ${path} on ${where}: ${e.message}`, 'network');
+  };
+  if (opts.mkdir) await mkdirP(sftp, dir, explain);
+  let st: Stats;
+  try {
+    st = await call<Stats>((cb) => sftp.stat(dir, cb));
+  } catch (e) {
+    throw explain(e as Error & { code?: number }, 'stat', dir);
+  }
+  if (!st.isDirectory()) throw new ConnectError(`remote path ${dir} on ${where} is not a directory: point sshcmd at a directory`, 'not-a-directory');
+  let realPath: string;
+  try {
+    realPath = await call<string>((cb) => sftp.realpath(dir, cb));
+  } catch (e) {
+    throw explain(e as Error & { code?: number }, 'resolve', dir);
+  }
+  return { hostKey: link.hostKey, realPath };
 }
 
 type Explain = (e: Error & { code?: number }, what: string, path: string) => Error;

@@ -12,7 +12,8 @@
 import type { Logger } from 'pino';
 import type { SFTPWrapper, Stats, FileEntry, InputAttributes } from 'ssh2';
 import { connectSsh, type SshLink } from './connect';
-import { describeTarget, type SshTarget } from './target';
+import { withDeadline } from './deadline';
+import { describeTarget, hostKeyToPin, type SshTarget } from './target';
 
 export type LinkState = 'connected' | 'reconnecting' | 'disconnected';
 
@@ -94,23 +95,20 @@ export class SftpSession {
       // reconnect): this link must not outlive it or revive the session.
       this.throwIfClosed();
       // Bounded like the handshake: a link that stalls right after it must not hang the reconnect loop.
-      let timer: NodeJS.Timeout | undefined;
-      const [meta, data] = await Promise.race([
+      const [meta, data] = await withDeadline(
         Promise.all([link.openSftp(), link.openSftp()]),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`SFTP channels not opened within ${this.target.connectTimeout} ms`)), this.target.connectTimeout);
-        }),
-      ]).finally(() => clearTimeout(timer));
+        this.target.connectTimeout,
+        () => new Error(`SFTP channels not opened within ${this.target.connectTimeout} ms`),
+      );
       this.throwIfClosed();
       const ext = link.extensionsOf(meta);
       for (const s of [meta, data]) adaptToServer(s, ext);
       const lim = data as unknown as { _maxReadLen: number; _maxWriteLen: number };
       const ch: Channels = { meta, data, ext, gen: ++this.gen, maxRead: lim._maxReadLen, maxWrite: lim._maxWriteLen };
-      if (!this.target.hostKey && this.target.strictHostKeyChecking !== 'no' && link.hostKey) {
-        // accept-new without a pin: the key of the first connection is the
-        // one every reconnect must present, so a swapped server is refused.
-        this.target = { ...this.target, hostKey: link.hostKey };
-      }
+      // Volumes arrive pinned (src/volume.ts); a target without a pin still
+      // keeps its first key in memory for the reconnects.
+      const pin = hostKeyToPin(this.target, link.hostKey);
+      if (pin) this.target = { ...this.target, hostKey: pin };
       this.link = link;
       this.lastError = undefined;
       this.current = ch;

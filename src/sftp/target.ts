@@ -35,3 +35,12 @@ export interface SshTarget {
 export function describeTarget(t: Pick<SshTarget, 'host' | 'port'>): string {
   return t.host.includes(':') ? `[${t.host}]:${t.port}` : `${t.host}:${t.port}`;
 }
+
+/**
+ * The key to pin after a connection presented `seen`: under accept-new with
+ * nothing pinned yet, the first key seen is the one every later connection
+ * must present (so a swapped server is refused). Undefined: nothing to pin.
+ */
+export function hostKeyToPin(t: Pick<SshTarget, 'hostKey' | 'strictHostKeyChecking'>, seen: string | undefined): string | undefined {
+  return !t.hostKey && t.strictHostKeyChecking === 'accept-new' && seen ? seen : undefined;
+}
