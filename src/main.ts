@@ -30,6 +30,9 @@ export interface Daemon {
  */
 const SERVER_LIMITS: ServerOptions = { headersTimeout: 10_000, requestTimeout: 20_000, connectionsCheckingInterval: 1_000, keepAliveTimeout: 5_000 };
 
+/** Logged for a promise rejection nobody handled (a bug); tests look for it. */
+export const UNHANDLED_REJECTION = 'unhandled promise rejection: a tsfs bug, please report it with this line';
+
 // Docker sends SIGKILL 10 s after SIGTERM; leave room to exit cleanly.
 const SHUTDOWN_BUDGET_MS = 8000;
 
@@ -115,8 +118,20 @@ export async function main(mountFs: MountFs = lazyMountSftpFs): Promise<void> {
       },
     );
   };
-  // One volume's stray promise must not take every other volume's mount down with the process.
-  process.on('unhandledRejection', (e) => log.error({ err: e instanceof Error ? e.message : String(e) }, 'unhandled rejection'));
+  // A rejection nobody handled is a tsfs bug. Decision: stay up, and say so
+  // loudly. Crashing would have dockerd restart the plugin within ~1 s, but
+  // every FUSE mount of every volume dies with the process: containers'
+  // open files fail with ENOTCONN for good and writes in flight are lost, so
+  // one volume's stray promise would break every container on the host. The
+  // line is at error level with the stack, and the test daemons fail on it
+  // (test/helpers/daemon.ts), so a bug is not hidden. A synchronous throw
+  // (uncaughtException) still crashes: the state it leaves is unknown.
+  process.on('unhandledRejection', (e) =>
+    log.error(
+      { err: e instanceof Error ? e.message : String(e), stack: e instanceof Error ? e.stack : undefined },
+      UNHANDLED_REJECTION,
+    ),
+  );
   process.once('SIGTERM', () => onSignal('SIGTERM'));
   process.once('SIGINT', () => onSignal('SIGINT'));
 }

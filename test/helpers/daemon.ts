@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:f
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { UNHANDLED_REJECTION } from '../../src/main';
 import { DAEMON_NODE_FLAGS } from '../../src/node-flags';
 
 const REPO = resolve(__dirname, '../..');
@@ -176,7 +177,11 @@ export async function startDaemon(o: DaemonOptions = {}): Promise<DaemonProc> {
     call: (endpoint, body, opts) => callSocket(socket, endpoint, body, opts),
     stop: async (signal = 'SIGTERM') => {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
-      return exited;
+      const r = await exited;
+      // The daemon stays up after an unhandled rejection (src/main.ts): a test must not.
+      const bugs = out.split('\n').filter((l) => l.includes(UNHANDLED_REJECTION));
+      if (bugs.length > 0) throw new Error(`the daemon logged an unhandled rejection:\n${bugs.join('\n')}`);
+      return r;
     },
   };
 }
