@@ -9,7 +9,8 @@ import type {
   PathRequest, PathResponse, RemoveRequest, UnmountRequest, Volume as ApiVolume, VolumeDriver,
 } from './api/protocol';
 import type { MountFs } from './fs/index';
-import { MAX_VOLUME_NAME, VOLUME_NAME, parseOptions, refuseStateFiles, specDifferences } from './options';
+import { TsfsError } from './errors';
+import { parseOptions, refuseStateFiles, specDifferences } from './options';
 import { STATE_VERSION, type StateStore, type VolumeRecord } from './state';
 import { Volume, type Probe } from './volume';
 
@@ -50,27 +51,8 @@ const STALE_MOUNTS: StaleMounts = {
   detach: async (mp) => (await import('./fs/index')).detachStale(mp),
 };
 
-const MAX_ID = 256;
-
-export class DriverError extends Error {
-  override name = 'DriverError';
-}
-
-function checkName(name: unknown): string {
-  if (typeof name !== 'string') throw new DriverError('Name must be a string');
-  const shown = JSON.stringify(name.length > 64 ? name.slice(0, 64) + '...' : name);
-  if (name.length > MAX_VOLUME_NAME) throw new DriverError(`invalid volume name ${shown}: longer than ${MAX_VOLUME_NAME} characters`);
-  if (!VOLUME_NAME.test(name)) {
-    throw new DriverError(`invalid volume name ${shown}: use 2 or more of [a-zA-Z0-9_.-], starting with a letter or digit`);
-  }
-  return name;
-}
-
-function checkId(id: unknown): string {
-  if (typeof id !== 'string' || id === '') throw new DriverError('ID (the Docker mount ID) must be a non-empty string');
-  if (id.length > MAX_ID || /[\x00-\x1f\x7f]/.test(id)) throw new DriverError(`ID must be at most ${MAX_ID} printable characters`);
-  return id;
-}
+/** A refusal by the driver; the code says which (no-such-volume, in-use, exists). */
+export class DriverError extends TsfsError {}
 
 export class Driver implements VolumeDriver {
   private readonly volumes = new Map<string, Volume>();
@@ -81,7 +63,7 @@ export class Driver implements VolumeDriver {
   }
 
   async create(req: CreateRequest): Promise<void> {
-    const name = checkName(req.Name);
+    const name = req.Name;
     const spec = parseOptions(req.Opts);
     await this.withLock(name, async () => {
       const existing = this.volumes.get(name);
@@ -92,12 +74,15 @@ export class Driver implements VolumeDriver {
           throw new DriverError(
             `volume ${name} already exists with different options (${diff.join(', ')} differ); ` +
               `use the same options, or remove it first with docker volume rm ${name}`,
+            'exists',
           );
         }
         return;
       }
       await refuseStateFiles(spec, this.deps.store.dir);
-      const v = this.makeVolume({ name, createdAt: new Date().toISOString(), opts: { ...(req.Opts ?? {}) }, mountIds: [] });
+      // parseOptions has refused any value that is not a string.
+      const opts = { ...((req.Opts ?? {}) as Record<string, string>) };
+      const v = this.makeVolume({ name, createdAt: new Date().toISOString(), opts, mountIds: [] });
       if (spec.check) await v.checkRemote('create');
       this.volumes.set(name, v);
       await this.save();
@@ -105,7 +90,7 @@ export class Driver implements VolumeDriver {
   }
 
   async remove(req: RemoveRequest): Promise<void> {
-    const name = checkName(req.Name);
+    const name = req.Name;
     await this.withLock(name, async () => {
       const v = this.volumes.get(name);
       if (!v) {
@@ -118,6 +103,7 @@ export class Driver implements VolumeDriver {
         throw new DriverError(
           `volume ${name} is in use by ${ids.length} container mount(s) (mount IDs: ${ids.join(', ')}); ` +
             `stop the containers using it first (docker ps -a --filter volume=${name})`,
+          'in-use',
         );
       }
       this.volumes.delete(name);
@@ -128,8 +114,8 @@ export class Driver implements VolumeDriver {
   }
 
   async mount(req: MountRequest): Promise<MountResponse> {
-    const name = checkName(req.Name);
-    const id = checkId(req.ID);
+    const name = req.Name;
+    const id = req.ID;
     return this.withLock(name, async () => {
       const v = this.mustGet(name);
       try {
@@ -143,8 +129,8 @@ export class Driver implements VolumeDriver {
   }
 
   async unmount(req: UnmountRequest): Promise<void> {
-    const name = checkName(req.Name);
-    const id = checkId(req.ID);
+    const name = req.Name;
+    const id = req.ID;
     await this.withLock(name, async () => {
       const v = this.volumes.get(name);
       if (!v) {
@@ -161,12 +147,12 @@ export class Driver implements VolumeDriver {
   }
 
   async path(req: PathRequest): Promise<PathResponse> {
-    const v = this.mustGet(checkName(req.Name));
+    const v = this.mustGet(req.Name);
     return { Mountpoint: v.mountpoint };
   }
 
   async get(req: GetRequest): Promise<GetResponse> {
-    return { Volume: this.describe(this.mustGet(checkName(req.Name))) };
+    return { Volume: this.describe(this.mustGet(req.Name)) };
   }
 
   async list(): Promise<ListResponse> {
@@ -220,7 +206,7 @@ export class Driver implements VolumeDriver {
 
   private mustGet(name: string): Volume {
     const v = this.volumes.get(name);
-    if (!v) throw new DriverError(`no such volume: ${name} (create it with docker volume create -d <driver> -o sshcmd=... ${name}, where <driver> is the name this plugin is installed under, as docker plugin ls shows it)`);
+    if (!v) throw new DriverError(`no such volume: ${name} (create it with docker volume create -d <driver> -o sshcmd=... ${name}, where <driver> is the name this plugin is installed under, as docker plugin ls shows it)`, 'no-such-volume');
     return v;
   }
 

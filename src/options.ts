@@ -6,6 +6,7 @@
 import { readFile, realpath } from 'node:fs/promises';
 import { isAbsolute, join, relative } from 'node:path';
 import { z } from 'zod';
+import { TsfsError } from './errors';
 import type { SshTarget } from './sftp/target';
 
 export const MAX_VALUE_BYTES = 4096;
@@ -72,8 +73,11 @@ export const VOLUME_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]+$/;
 export const MAX_VOLUME_NAME = 255;
 export const isVolumeName = (n: string) => n.length <= MAX_VOLUME_NAME && VOLUME_NAME.test(n);
 
-export class OptionsError extends Error {
-  override name = 'OptionsError';
+/** A volume option the user must fix. */
+export class OptionsError extends TsfsError {
+  constructor(message: string) {
+    super(message, 'options');
+  }
 }
 
 // Keys are matched case-insensitively with `_` and `-` ignored, the way

@@ -251,7 +251,13 @@ describe('logging', () => {
     expect(mount).toMatchObject({ volume: 'lifecycle', outcome: 'ok', status: 200 });
     expect(typeof mount?.ms).toBe('number');
     const refused = lines.find((l) => l.endpoint === '/VolumeDriver.Create' && String(l.err).includes('ProxyCommand'));
-    expect(refused).toMatchObject({ outcome: 'error', volume: 'hostile' });
+    expect(refused).toMatchObject({ outcome: 'error', volume: 'hostile', code: 'options' });
+    // One error type carries a code from where the failure is found to this line.
+    expect(lines.find((l) => String(l.err).startsWith('no such volume'))).toMatchObject({ code: 'no-such-volume' });
+    expect(lines.find((l) => String(l.err).startsWith('invalid volume name'))).toMatchObject({ code: 'bad-request' });
+    expect(lines.find((l) => String(l.err).startsWith('request body is not valid JSON'))).toMatchObject({ code: 'bad-request' });
+    expect(lines.find((l) => String(l.err).includes('is in use by'))).toMatchObject({ code: 'in-use' });
+    expect(lines.filter((l) => l.outcome === 'error' && l.status === 500 && l.code === undefined)).toEqual([]);
     expect(d.stdout()).not.toContain(SECRET);
     expect(d.stderr()).not.toContain(SECRET);
   });

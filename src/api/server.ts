@@ -3,14 +3,15 @@
 // so the body is read raw whatever the type, bounded, and parsed here.
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Logger } from 'pino';
-import { PLUGIN_CONTENT_TYPE, type VolumeDriver } from './protocol';
+import type { z } from 'zod';
+import { TsfsError, codeOf } from '../errors';
+import { CreateRequestSchema, MountRequestSchema, NameRequestSchema, PLUGIN_CONTENT_TYPE, type VolumeDriver } from './protocol';
 
 export const MAX_BODY_BYTES = 64 * 1024;
 
 /** Endpoints logged at info: what changes volumes or mounts (and Activate, once per enable). */
 const CHANGES_STATE = new Set(['/Plugin.Activate', '/VolumeDriver.Create', '/VolumeDriver.Remove', '/VolumeDriver.Mount', '/VolumeDriver.Unmount']);
 
-type Handler = (body: Record<string, unknown>) => Promise<unknown> | unknown;
 
 function send(res: Response, status: number, body: unknown): void {
   // Exactly the type go-plugins-helpers sends (express's .type() would append a charset).
@@ -28,10 +29,17 @@ function parseBody(raw: unknown): Record<string, unknown> {
   try {
     v = JSON.parse(text);
   } catch {
-    throw new Error('request body is not valid JSON');
+    throw new TsfsError('request body is not valid JSON', 'bad-request');
   }
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('request body must be a JSON object');
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new TsfsError('request body must be a JSON object', 'bad-request');
   return v as Record<string, unknown>;
+}
+
+/** The body as `schema` types it, or a bad-request error listing what is wrong, in the schema's own words. */
+function validate<S extends z.ZodType>(schema: S, body: Record<string, unknown>): z.output<S> {
+  const r = schema.safeParse(body);
+  if (r.success) return r.data;
+  throw new TsfsError(r.error.issues.map((i) => i.message).join('; '), 'bad-request');
 }
 
 export function makeApp(driver: VolumeDriver, log: Logger): express.Express {
@@ -56,6 +64,7 @@ export function makeApp(driver: VolumeDriver, log: Logger): express.Express {
         outcome: res.statusCode < 400 ? 'ok' : 'error',
         status: res.statusCode,
         ...(res.locals.err !== undefined && { err: res.locals.err }),
+        ...(res.locals.errCode !== undefined && { code: res.locals.errCode }),
       };
       if (!CHANGES_STATE.has(req.path)) log.debug(fields, res.statusCode < 400 ? 'request' : 'request failed');
       else if (res.statusCode < 400) log.info(fields, 'request');
@@ -64,16 +73,17 @@ export function makeApp(driver: VolumeDriver, log: Logger): express.Express {
     next();
   });
 
-  const route = (path: string, handler: Handler) =>
+  const route = <S extends z.ZodType>(path: string, schema: S | undefined, handler: (body: z.output<S>) => Promise<unknown> | unknown) =>
     app.post(path, async (req: Request, res: Response) => {
       try {
         const body = parseBody(req.body);
         res.locals.body = body;
-        const out = await handler(body);
+        const out = await handler(schema ? validate(schema, body) : (undefined as z.output<S>));
         send(res, 200, out ?? {});
       } catch (e) {
         const msg = (e as Error).message || String(e);
         res.locals.err = msg;
+        res.locals.errCode = codeOf(e);
         send(res, 500, { Err: msg });
       }
     });
@@ -84,15 +94,15 @@ export function makeApp(driver: VolumeDriver, log: Logger): express.Express {
     log.debug({ host: req.headers.host, userAgent: req.headers['user-agent'] }, 'activated by');
     next();
   });
-  route('/Plugin.Activate', () => ({ Implements: ['VolumeDriver'] }));
-  route('/VolumeDriver.Create', (b) => driver.create({ Name: b.Name as string, Opts: b.Opts as Record<string, string> }));
-  route('/VolumeDriver.Remove', (b) => driver.remove({ Name: b.Name as string }));
-  route('/VolumeDriver.Mount', (b) => driver.mount({ Name: b.Name as string, ID: b.ID as string }));
-  route('/VolumeDriver.Unmount', (b) => driver.unmount({ Name: b.Name as string, ID: b.ID as string }));
-  route('/VolumeDriver.Path', (b) => driver.path({ Name: b.Name as string }));
-  route('/VolumeDriver.Get', (b) => driver.get({ Name: b.Name as string }));
-  route('/VolumeDriver.List', () => driver.list());
-  route('/VolumeDriver.Capabilities', () => driver.capabilities());
+  route('/Plugin.Activate', undefined, () => ({ Implements: ['VolumeDriver'] }));
+  route('/VolumeDriver.Create', CreateRequestSchema, (b) => driver.create(b));
+  route('/VolumeDriver.Remove', NameRequestSchema, (b) => driver.remove(b));
+  route('/VolumeDriver.Mount', MountRequestSchema, (b) => driver.mount(b));
+  route('/VolumeDriver.Unmount', MountRequestSchema, (b) => driver.unmount(b));
+  route('/VolumeDriver.Path', NameRequestSchema, (b) => driver.path(b));
+  route('/VolumeDriver.Get', NameRequestSchema, (b) => driver.get(b));
+  route('/VolumeDriver.List', undefined, () => driver.list());
+  route('/VolumeDriver.Capabilities', undefined, () => driver.capabilities());
 
   app.use((req: Request, res: Response) => {
     res.locals.err = `unknown endpoint ${req.method} ${req.path}`;

@@ -3,6 +3,8 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import Fuse from 'fuse-native';
+import { TsfsError } from '../errors';
+import { withDeadline } from '../sftp/deadline';
 import { describeTarget } from '../sftp/target';
 import { expandHome } from '../sftp/paths';
 import { DEFAULT_RECONNECT_WAIT_MS, SftpSession, sftpCall } from '../sftp/session';
@@ -77,12 +79,21 @@ export async function mountSftpFs(opts: FsOptions): Promise<MountedFs> {
   const ch = await session.start();
   let root: string;
   try {
-    root = await sftpCall.realpath(ch.meta, await expandHome(ch.meta, ch.ext, opts.target.remotePath || '.'));
-    const a = await sftpCall.stat(ch.meta, root);
-    if (!a.isDirectory()) throw new Error(`${describeTarget(opts.target)}:${root} is not a directory`);
+    // Bounded like the connect: this runs under the volume's lock, inside dockerd's Mount.
+    root = await withDeadline(
+      (async () => {
+        const r = await sftpCall.realpath(ch.meta, await expandHome(ch.meta, ch.ext, opts.target.remotePath || '.'));
+        const a = await sftpCall.stat(ch.meta, r);
+        if (!a.isDirectory()) throw new TsfsError(`${describeTarget(opts.target)}:${r} is not a directory`, 'not-a-directory');
+        return r;
+      })(),
+      opts.target.connectTimeout,
+      () => new TsfsError(`no answer to realpath/stat within ${opts.target.connectTimeout} ms`, 'timeout'),
+    );
   } catch (e) {
     session.close();
-    throw new Error(`cannot use remote directory ${opts.target.remotePath || '(login directory)'} on ${describeTarget(opts.target)}: ${(e as Error).message}; check the path in sshcmd`);
+    const code = e instanceof TsfsError ? e.code : (e as { code?: unknown }).code === 2 ? 'no-such-directory' : 'remote';
+    throw new TsfsError(`cannot use remote directory ${opts.target.remotePath || '(login directory)'} on ${describeTarget(opts.target)}: ${(e as Error).message}; check the path in sshcmd`, code, { cause: e });
   }
   const ttl = opts.cacheTimeout;
   const ops = new SftpOps(session, {
@@ -117,7 +128,7 @@ export async function mountSftpFs(opts: FsOptions): Promise<MountedFs> {
     await promisify((cb) => fuse.mount(cb));
   } catch (e) {
     session.close();
-    throw new Error(`FUSE mount on ${opts.mountpoint} failed: ${(e as Error).message}; is /dev/fuse available (--device /dev/fuse, CAP_SYS_ADMIN)?`);
+    throw new TsfsError(`FUSE mount on ${opts.mountpoint} failed: ${(e as Error).message}; is /dev/fuse available (--device /dev/fuse, CAP_SYS_ADMIN)?`, 'fuse-mount', { cause: e });
   }
   log.debug({ root, extensions: [...ch.ext], maxRead: ch.maxRead, maxWrite: ch.maxWrite }, 'SFTP filesystem mounted');
   let unmounted: Promise<void> | undefined;

@@ -4,6 +4,7 @@
 // ConnectError whose message is the Err dockerd shows and whose code says
 // which entry of docs/options.md's error catalogue it is.
 import { connect as tlsConnect } from 'node:tls';
+import { TsfsError } from '../errors';
 
 export type ConnectErrorCode =
   | 'dns'
@@ -27,14 +28,14 @@ export type ConnectErrorCode =
   | 'permission-denied'
   | 'network';
 
-export class ConnectError extends Error {
+/** A connection failure; one of the codes of the one error type (src/errors.ts). */
+export class ConnectError extends TsfsError {
   constructor(
     message: string,
     /** Machine-readable cause, for Status and tests. */
-    readonly code: ConnectErrorCode,
+    override readonly code: ConnectErrorCode,
   ) {
-    super(message);
-    this.name = 'ConnectError';
+    super(message, code);
   }
 }
 

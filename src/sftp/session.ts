@@ -11,6 +11,7 @@
 // is queued but not yet acknowledged by the server.
 import type { Logger } from 'pino';
 import type { SFTPWrapper, Stats, FileEntry, InputAttributes } from 'ssh2';
+import { TsfsError } from '../errors';
 import { connectSsh, type SshLink } from './connect';
 import { withDeadline } from './deadline';
 import { describeTarget, hostKeyToPin, type SshTarget } from './target';
@@ -47,10 +48,10 @@ export interface SessionOptions {
 export const DEFAULT_MAX_IN_FLIGHT = 2 * 1024 * 1024;
 export const DEFAULT_RECONNECT_WAIT_MS = 60_000;
 
-export class LinkDownError extends Error {
+/** The link is down (past the reconnect bound) or the filesystem is unmounting: the operation fails with EIO. */
+export class LinkDownError extends TsfsError {
   constructor(msg: string) {
-    super(msg);
-    this.name = 'LinkDownError';
+    super(msg, 'link-down');
   }
 }
 
@@ -98,7 +99,7 @@ export class SftpSession {
       const [meta, data] = await withDeadline(
         Promise.all([link.openSftp(), link.openSftp()]),
         this.target.connectTimeout,
-        () => new Error(`SFTP channels not opened within ${this.target.connectTimeout} ms`),
+        () => new TsfsError(`SFTP channels not opened within ${this.target.connectTimeout} ms`, 'timeout'),
       );
       this.throwIfClosed();
       const ext = link.extensionsOf(meta);
