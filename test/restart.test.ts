@@ -192,3 +192,22 @@ describe('restore after a crash', () => {
     }
   });
 });
+
+describe('a promise rejection nobody handled (a tsfs bug)', () => {
+  it('is logged at error level with its stack, the daemon keeps serving, and the test helper fails the run on it', async () => {
+    const b = await startDaemon({ marker: true });
+    try {
+      const Opts = { sshcmd: 'u@store.example:/data/stray-rejection', check: 'false', host_key: 'SHA256:' + 'A'.repeat(43) };
+      expect((await b.call('/VolumeDriver.Create', { Name: 'buggy', Opts })).status).toBe(200);
+      expect((await b.call('/VolumeDriver.Mount', { Name: 'buggy', ID: 'c1' })).status).toBe(200);
+      await until(() => b.logLines().some((l) => String(l.msg).startsWith('unhandled promise rejection')), 'the rejection is logged');
+      const line = b.logLines().find((l) => String(l.msg).startsWith('unhandled promise rejection'));
+      expect(line).toMatchObject({ level: 'error', err: 'stray rejection from the marker filesystem' });
+      expect(String(line?.stack)).toMatch(/marker-daemon\.cjs/);
+      expect((await b.call('/VolumeDriver.Get', { Name: 'buggy' })).json).toMatchObject({ Volume: { Status: { connection: 'connected' } } });
+    } finally {
+      await expect(b.stop()).rejects.toThrow(/the daemon logged an unhandled rejection/);
+      removeDaemonDir(b.dir);
+    }
+  });
+});

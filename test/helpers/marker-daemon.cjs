@@ -18,6 +18,8 @@ main(async (opts) => {
   // Only non-secret fields: the tests scan the whole tree for the password.
   writeFileSync(marker, JSON.stringify({ host: opts.target.host, port: opts.target.port, remotePath: opts.target.remotePath, readOnly: opts.readOnly }));
   note(`mount ${opts.mountpoint} hostKey=${opts.target.hostKey ?? ''}`);
+  // A stand-in for a tsfs bug: a promise whose rejection nobody handles.
+  if (opts.target.remotePath.endsWith('/stray-rejection')) void Promise.reject(new Error('stray rejection from the marker filesystem'));
   return {
     linkState: 'connected',
     async unmount() {
