@@ -41,6 +41,12 @@ export interface VolumeSpec {
   serverAliveInterval: number;
   serverAliveCountMax: number;
   connectTimeout: number;
+  /** Bastion (`ProxyJump=[user@]host[:port]`) the connection goes through. */
+  proxyJump?: { host: string; port: number; username: string };
+  /** Key for the bastion when it is not the store's. */
+  proxyJumpIdentityFile?: string;
+  /** Pinned bastion key fingerprint. */
+  proxyJumpHostKey?: string;
   /** Options accepted for compatibility but without effect, shown in Status. */
   notes: string[];
 }
@@ -89,6 +95,7 @@ export const VALID_OPTIONS = [
   'sshcmd', 'port', 'password', 'password_file', 'IdentityFile', 'passphrase', 'host_key',
   'StrictHostKeyChecking', 'uid', 'gid', 'umask', 'allow_other', 'ro', 'rw', 'mkdir', 'check',
   'cache_timeout', 'reconnect_timeout', 'ServerAliveInterval', 'ServerAliveCountMax', 'ConnectTimeout',
+  'ProxyJump', 'ProxyJumpIdentityFile', 'ProxyJumpHostKey',
   'reconnect', 'Compression', 'cache', 'workaround', 'debug',
 ] as const;
 const CANONICAL = new Map<string, string>(VALID_OPTIONS.map((k) => [norm(k), k]));
@@ -96,9 +103,8 @@ const CANONICAL = new Map<string, string>(VALID_OPTIONS.map((k) => [norm(k), k])
 const SECRET = new Set(['password', 'passphrase']);
 
 const UNSAFE: Record<string, string> = {
-  sshcommand: 'it names a program to run',
-  proxycommand: 'it runs a shell command to reach the host',
-  proxyjump: 'it starts further ssh connections through other hosts',
+  sshcommand: 'it names a program to run (to reach the store through a bastion, use -o ProxyJump=[user@]bastion[:port] instead of ssh -J)',
+  proxycommand: 'it runs a shell command to reach the host (for ssh -W / nc through a bastion, use -o ProxyJump=[user@]bastion[:port])',
   localcommand: 'it runs a command on the plugin host',
   permitlocalcommand: 'it enables running local commands',
   remotecommand: 'it runs a command on the server instead of SFTP',
@@ -216,6 +222,24 @@ const sshcmd = z.string().transform((s, ctx) => {
 
 const FP = /^SHA256:[A-Za-z0-9+/]{43}$/;
 
+const fingerprint = z
+  .string()
+  .transform((s) => s.trim())
+  .refine((s) => FP.test(s), { message: 'must be a SHA256 fingerprint as `ssh-keygen -lf key.pub` prints it, e.g. SHA256:' + 'x'.repeat(43) });
+
+/** `[user@]host[:port]`, as ssh -J takes one hop; user defaults to sshcmd's. */
+const proxyJump = z.string().transform((s, ctx) => {
+  const shape = 'must look like [user@]host[:port], one bastion, e.g. ProxyJump=jump@bastion.example:22';
+  const m = /^(?:([^@\s]+)@)?(\[[0-9A-Fa-f:.]+\]|[^:@\s,]+)(?::(\d{1,5}))?$/.exec(s.trim());
+  const port = m?.[3] !== undefined ? Number(m[3]) : 22;
+  const host = m?.[2]?.replace(/^\[(.*)\]$/, '$1');
+  if (!m || !host || (!HOSTNAME.test(host) && !/^[0-9A-Fa-f:.]+$/.test(host)) || !(port >= 1 && port <= 65535) || (m[1] !== undefined && !USERNAME.test(m[1]))) {
+    ctx.addIssue({ code: 'custom', message: s.includes(',') ? `${shape} (tsfs takes one hop, not a comma-separated chain)` : shape });
+    return z.NEVER;
+  }
+  return { host, port, ...(m[1] !== undefined && { username: m[1] }) };
+});
+
 // One entry per canonical option; every value arrives as a string.
 const OptsSchema = z
   .object({
@@ -225,11 +249,10 @@ const OptsSchema = z
     password_file: keyPath.optional(),
     IdentityFile: keyPath.optional(),
     passphrase: z.string().optional(),
-    host_key: z
-      .string()
-      .transform((s) => s.trim())
-      .refine((s) => FP.test(s), { message: 'must be a SHA256 fingerprint as `ssh-keygen -lf key.pub` prints it, e.g. SHA256:' + 'x'.repeat(43) })
-      .optional(),
+    host_key: fingerprint.optional(),
+    ProxyJump: proxyJump.optional(),
+    ProxyJumpIdentityFile: keyPath.optional(),
+    ProxyJumpHostKey: fingerprint.optional(),
     StrictHostKeyChecking: z
       .string()
       .transform((s) => s.trim().toLowerCase())
@@ -260,7 +283,7 @@ const OptsSchema = z
   .strict();
 
 // Options whose values may legitimately contain commas (and some are secret).
-const FREE_TEXT = new Set(['sshcmd', 'password', 'passphrase', 'passwordfile', 'identityfile', 'workaround']);
+const FREE_TEXT = new Set(['sshcmd', 'password', 'passphrase', 'passwordfile', 'identityfile', 'workaround', 'proxyjump']);
 
 /** sshfs takes `-o uid=1,gid=2`; Docker passes that as the ONE option uid="1,gid=2". Returns the joined text, if it is that. */
 function commaJoined(key: string, value: unknown): string | undefined {
@@ -322,6 +345,12 @@ export function parseOptions(opts: unknown): VolumeSpec {
   if (o.ro !== undefined && o.rw !== undefined && o.ro === o.rw) throw new OptionsError('options ro and rw contradict each other');
   if (o.password !== undefined && o.password_file !== undefined) throw new OptionsError('give either password or password_file, not both');
   const strict = o.StrictHostKeyChecking ?? DEFAULTS.strictHostKeyChecking;
+  if (!o.ProxyJump && (o.ProxyJumpIdentityFile !== undefined || o.ProxyJumpHostKey !== undefined)) {
+    throw new OptionsError('ProxyJumpIdentityFile and ProxyJumpHostKey need -o ProxyJump=[user@]bastion[:port]');
+  }
+  if (strict === 'yes' && o.ProxyJump && !o.ProxyJumpHostKey) {
+    throw new OptionsError('StrictHostKeyChecking=yes needs the bastion\'s key pinned too: add -o ProxyJumpHostKey=SHA256:... (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the bastion prints it)');
+  }
   if (strict === 'yes' && !o.host_key) {
     throw new OptionsError('StrictHostKeyChecking=yes needs the server key pinned: add -o host_key=SHA256:... (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on the server prints it), or use StrictHostKeyChecking=accept-new to pin the key seen at create');
   }
@@ -356,6 +385,9 @@ export function parseOptions(opts: unknown): VolumeSpec {
     serverAliveInterval,
     serverAliveCountMax,
     connectTimeout: o.ConnectTimeout ?? DEFAULTS.connectTimeout,
+    ...(o.ProxyJump && { proxyJump: { ...o.ProxyJump, username: o.ProxyJump.username ?? o.sshcmd.username } }),
+    ...(o.ProxyJumpIdentityFile !== undefined && { proxyJumpIdentityFile: o.ProxyJumpIdentityFile }),
+    ...(o.ProxyJumpHostKey !== undefined && { proxyJumpHostKey: o.ProxyJumpHostKey }),
     notes,
   };
 }
@@ -367,6 +399,7 @@ const OPTION_OF: Record<keyof VolumeSpec, string> = {
   uid: 'uid', gid: 'gid', umask: 'umask', allowOther: 'allow_other', readOnly: 'ro', mkdir: 'mkdir', check: 'check',
   cacheTimeout: 'cache_timeout', reconnectTimeout: 'reconnect_timeout', serverAliveInterval: 'ServerAliveInterval',
   serverAliveCountMax: 'ServerAliveCountMax', connectTimeout: 'ConnectTimeout', notes: 'Compression/workaround/debug/reconnect',
+  proxyJump: 'ProxyJump', proxyJumpIdentityFile: 'ProxyJumpIdentityFile', proxyJumpHostKey: 'ProxyJumpHostKey',
 };
 
 /**
@@ -392,6 +425,14 @@ export interface TargetContext {
   stateDir: string;
   /** Host key pinned at Create (accept-new), used when the spec has none. */
   pinnedHostKey?: string;
+  /** The bastion's key pinned the same way. */
+  pinnedJumpHostKey?: string;
+}
+
+async function readKeyFile(path: string, option: string, ctx: TargetContext): Promise<Buffer> {
+  return readFile(path).catch((e: NodeJS.ErrnoException) => {
+    throw new OptionsError(`cannot read ${option} ${path} (${e.code ?? e.message}): put the key in the directory mounted as sshkey.source (${ctx.sshDir} in the plugin)`);
+  });
 }
 
 // OpenSSH's default identity order.
@@ -407,9 +448,7 @@ export async function toSshTarget(spec: VolumeSpec, ctx: TargetContext): Promise
   let identityFile: string | undefined;
   if (spec.identityFile) {
     identityFile = spec.identityFile;
-    privateKey = await readFile(spec.identityFile).catch((e: NodeJS.ErrnoException) => {
-      throw new OptionsError(`cannot read IdentityFile ${spec.identityFile} (${e.code ?? e.message}): put the key in the directory mounted as sshkey.source (${ctx.sshDir} in the plugin)`);
-    });
+    privateKey = await readKeyFile(spec.identityFile, 'IdentityFile', ctx);
   } else {
     // Loaded here, not at start: ssh2 costs ~150 ms of the daemon's first second.
     const { utils } = await import('ssh2');
@@ -435,6 +474,28 @@ export async function toSshTarget(spec: VolumeSpec, ctx: TargetContext): Promise
     );
   }
   const hostKey = spec.hostKey ?? ctx.pinnedHostKey;
+  const common = {
+    strictHostKeyChecking: spec.strictHostKeyChecking,
+    keepaliveInterval: spec.serverAliveInterval * 1000,
+    keepaliveCountMax: spec.serverAliveCountMax,
+    connectTimeout: spec.connectTimeout * 1000,
+  };
+  let jump: SshTarget | undefined;
+  if (spec.proxyJump) {
+    // The bastion gets a key only, never the store's password: a password is for the host it was given for.
+    const jumpKeyFile = spec.proxyJumpIdentityFile ?? identityFile;
+    const jumpKey = spec.proxyJumpIdentityFile ? await readKeyFile(spec.proxyJumpIdentityFile, 'ProxyJumpIdentityFile', ctx) : privateKey;
+    const jumpHostKey = spec.proxyJumpHostKey ?? ctx.pinnedJumpHostKey;
+    jump = {
+      ...spec.proxyJump,
+      remotePath: '',
+      ...(jumpKey && { privateKey: jumpKey, identityFile: jumpKeyFile }),
+      ...(spec.passphrase !== undefined && !spec.proxyJumpIdentityFile && { passphrase: spec.passphrase }),
+      ...(jumpHostKey && { hostKey: jumpHostKey }),
+      hostKeyOption: 'ProxyJumpHostKey',
+      ...common,
+    };
+  }
   return {
     host: spec.host,
     port: spec.port,
@@ -444,10 +505,8 @@ export async function toSshTarget(spec: VolumeSpec, ctx: TargetContext): Promise
     ...(privateKey && { privateKey, identityFile }),
     ...(spec.passphrase !== undefined && { passphrase: spec.passphrase }),
     ...(hostKey && { hostKey }),
-    strictHostKeyChecking: spec.strictHostKeyChecking,
-    keepaliveInterval: spec.serverAliveInterval * 1000,
-    keepaliveCountMax: spec.serverAliveCountMax,
-    connectTimeout: spec.connectTimeout * 1000,
+    ...common,
+    ...(jump && { jump }),
   };
 }
 
@@ -457,14 +516,14 @@ export async function toSshTarget(spec: VolumeSpec, ctx: TargetContext): Promise
  * volume names. Checked by name and after symlinks (sshkey.source is the
  * user's directory and may hold a link), at every Create and Mount.
  */
-export async function refuseStateFiles(spec: Pick<VolumeSpec, 'passwordFile' | 'identityFile'>, stateDir: string): Promise<void> {
+export async function refuseStateFiles(spec: Pick<VolumeSpec, 'passwordFile' | 'identityFile' | 'proxyJumpIdentityFile'>, stateDir: string): Promise<void> {
   const real = (p: string) => realpath(p).catch(() => p);
   const inside = (dir: string, p: string) => {
     const r = relative(dir, p);
     return r === '' || (r !== '..' && !r.startsWith('../') && !isAbsolute(r));
   };
   const dirs = [stateDir, await real(stateDir)];
-  for (const [option, file] of [['password_file', spec.passwordFile], ['IdentityFile', spec.identityFile]] as const) {
+  for (const [option, file] of [['password_file', spec.passwordFile], ['IdentityFile', spec.identityFile], ['ProxyJumpIdentityFile', spec.proxyJumpIdentityFile]] as const) {
     if (file === undefined) continue;
     const paths = [file, await real(file)];
     if (dirs.some((d) => paths.some((p) => inside(d, p)))) {

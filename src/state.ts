@@ -26,6 +26,8 @@ export const VolumeRecordSchema = z.object({
   opts: OptsSchema,
   /** Host key seen at Create or first Mount under accept-new, pinned for every later connection. */
   pinnedHostKey: z.string().optional(),
+  /** The bastion's (ProxyJump) host key, pinned the same way. */
+  pinnedJumpHostKey: z.string().optional(),
   /** What realpath said the remote directory is, at Create. */
   remoteRealPath: z.string().optional(),
   /** Docker mount IDs currently holding the volume mounted. */

@@ -6,11 +6,12 @@ import { mkdir, rmdir } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { MountFs, MountedFs } from './fs/index';
 import { OptionsError, describeRemote, parseOptions, toSshTarget, type VolumeSpec } from './options';
+import type { StepLog } from './sftp/connect';
 import type { ProbeResult } from './sftp/probe';
 import { hostKeyToPin, type SshTarget } from './sftp/target';
 import type { VolumeRecord } from './state';
 
-export type Probe = (target: SshTarget, opts: { mkdir: boolean }, onWarn?: (m: string) => void) => Promise<ProbeResult>;
+export type Probe = (target: SshTarget, opts: { mkdir: boolean; log?: StepLog }, onWarn?: (m: string) => void) => Promise<ProbeResult>;
 
 export interface VolumeDeps {
   mountFs: MountFs;
@@ -64,15 +65,31 @@ export class Volume {
    */
   async checkRemote(when: 'create' | 'first mount'): Promise<SshTarget> {
     const spec = this.usableSpec();
-    const target = await toSshTarget(spec, { sshDir: this.deps.sshDir, stateDir: this.deps.stateDir, pinnedHostKey: this.record.pinnedHostKey });
+    let target = await this.target(spec);
     const probe = this.deps.probe ?? (await import('./sftp/probe')).probeRemote;
-    const seen = await probe(target, { mkdir: spec.mkdir }, (m) => this.log.warn(m));
+    const seen = await probe(target, { mkdir: spec.mkdir, log: this.log }, (m) => this.log.warn(m));
     this.record = { ...this.record, remoteRealPath: seen.realPath };
+    // The bastion's key is pinned the same way, on its own.
+    const jumpPin = target.jump && hostKeyToPin(target.jump, seen.jumpHostKey);
+    if (jumpPin) {
+      this.record = { ...this.record, pinnedJumpHostKey: jumpPin };
+      this.log.info({ jumpHostKey: jumpPin }, `pinned bastion host key seen at ${when}`);
+      target = { ...target, jump: { ...target.jump!, hostKey: jumpPin } };
+    }
     const pin = hostKeyToPin(target, seen.hostKey);
     if (!pin) return target;
     this.record = { ...this.record, pinnedHostKey: pin };
     this.log.info({ hostKey: pin }, `pinned host key seen at ${when}`);
     return { ...target, hostKey: pin };
+  }
+
+  private target(spec: VolumeSpec): Promise<SshTarget> {
+    return toSshTarget(spec, {
+      sshDir: this.deps.sshDir,
+      stateDir: this.deps.stateDir,
+      pinnedHostKey: this.record.pinnedHostKey,
+      pinnedJumpHostKey: this.record.pinnedJumpHostKey,
+    });
   }
 
   get name(): string {
@@ -158,7 +175,13 @@ export class Volume {
       connection: this.fs ? this.fs.linkState : this.restoring ? 'restoring' : this.ids.size > 0 ? 'not mounted (mount failed)' : 'unmounted',
       ...((this.fs?.lastError ?? this.lastError) && { last_error: this.fs?.lastError ?? this.lastError }),
       mounts: this.ids.size,
+      ...this.fs?.stats?.(),
       host_key: hostKey ?? (spec.strictHostKeyChecking === 'no' ? 'not checked (StrictHostKeyChecking=no)' : 'pinned at first connection'),
+      ...(spec.proxyJump && {
+        proxy_jump: describeRemote({ ...spec.proxyJump, remotePath: '' }).replace(/:$/, ''),
+        jump_host_key:
+          spec.proxyJumpHostKey ?? this.record.pinnedJumpHostKey ?? (spec.strictHostKeyChecking === 'no' ? 'not checked (StrictHostKeyChecking=no)' : 'pinned at first connection'),
+      }),
       read_only: spec.readOnly,
       ...(spec.notes.length > 0 && { notes: spec.notes }),
     };
@@ -172,10 +195,8 @@ export class Volume {
       }
       await mkdir(this.mountpoint, { recursive: true, mode: 0o755 });
       const spec = this.usableSpec();
-      const target =
-        spec.strictHostKeyChecking === 'accept-new' && !spec.hostKey && !this.record.pinnedHostKey
-          ? await this.checkRemote('first mount')
-          : await toSshTarget(spec, { sshDir: this.deps.sshDir, stateDir: this.deps.stateDir, pinnedHostKey: this.record.pinnedHostKey });
+      const unpinned = (!spec.hostKey && !this.record.pinnedHostKey) || (spec.proxyJump && !spec.proxyJumpHostKey && !this.record.pinnedJumpHostKey);
+      const target = spec.strictHostKeyChecking === 'accept-new' && unpinned ? await this.checkRemote('first mount') : await this.target(spec);
       this.fs = await this.deps.mountFs({
         target,
         mountpoint: this.mountpoint,

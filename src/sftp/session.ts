@@ -12,7 +12,7 @@
 import type { Logger } from 'pino';
 import type { SFTPWrapper, Stats, FileEntry, InputAttributes } from 'ssh2';
 import { TsfsError } from '../errors';
-import { connectSsh, type SshLink } from './connect';
+import { connectSsh, type SshLink, type StepLog } from './connect';
 import { withDeadline } from './deadline';
 import { describeTarget, hostKeyToPin, type SshTarget } from './target';
 
@@ -35,7 +35,7 @@ export interface SessionOptions {
   maxInFlight?: number;
   /** How long an operation waits for a lost link to come back before failing with EIO. */
   reconnectWaitMs?: number;
-  connect?: (t: SshTarget, onWarn?: (m: string) => void) => Promise<SshLink>;
+  connect?: (t: SshTarget, onWarn?: (m: string) => void, log?: StepLog) => Promise<SshLink>;
 }
 
 /**
@@ -73,6 +73,18 @@ export class SftpSession {
   private losses = 0;
   /** Why the last reconnect attempt failed (e.g. a host key mismatch), for Status and errors. */
   lastError?: string;
+  /** Times the link was lost and came back, for Status. */
+  reconnects = 0;
+
+  /** What the live connection negotiated (cipher, server version), for Status. */
+  get linkInfo(): SshLink['info'] {
+    return this.link?.info;
+  }
+
+  /** The SFTP extensions of the live connection. */
+  get extensions(): Set<string> | undefined {
+    return this.current?.ext;
+  }
 
   constructor(
     private target: SshTarget,
@@ -90,7 +102,8 @@ export class SftpSession {
   }
 
   private async open(): Promise<Channels> {
-    const link = await this.connect(this.target, (m) => this.log.warn(m));
+    const t0 = performance.now();
+    const link = await this.connect(this.target, (m) => this.log.warn(m), this.log);
     try {
       // close() may have run while we connected (an unmount during a
       // reconnect): this link must not outlive it or revive the session.
@@ -106,10 +119,14 @@ export class SftpSession {
       for (const s of [meta, data]) adaptToServer(s, ext);
       const lim = data as unknown as { _maxReadLen: number; _maxWriteLen: number };
       const ch: Channels = { meta, data, ext, gen: ++this.gen, maxRead: lim._maxReadLen, maxWrite: lim._maxWriteLen };
+      this.log.debug({ step: 'sftp', ms: Math.round((performance.now() - t0) * 10) / 10, extensions: [...ext], maxRead: ch.maxRead, maxWrite: ch.maxWrite }, 'SFTP channels open');
       // Volumes arrive pinned (src/volume.ts); a target without a pin still
       // keeps its first key in memory for the reconnects.
       const pin = hostKeyToPin(this.target, link.hostKey);
       if (pin) this.target = { ...this.target, hostKey: pin };
+      // The same for the bastion: reconnects go through it and must meet the same one.
+      const jumpPin = this.target.jump && hostKeyToPin(this.target.jump, link.jumpHostKey);
+      if (jumpPin) this.target = { ...this.target, jump: { ...this.target.jump!, hostKey: jumpPin } };
       this.link = link;
       this.lastError = undefined;
       this.current = ch;
@@ -155,6 +172,7 @@ export class SftpSession {
     for (let attempt = 0, delay = 250; !this.closed; attempt++, delay = Math.min(delay * 2, 5000)) {
       try {
         await this.open();
+        this.reconnects++;
         this.log.info({ attempt }, 'SFTP link re-established');
         return;
       } catch (e) {

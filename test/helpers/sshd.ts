@@ -37,6 +37,8 @@ export interface SshdOptions {
   maxStartups?: string;
   /** ListenAddress; default 127.0.0.1. */
   listenAddress?: string;
+  /** Command prefix sshd is started under, e.g. ['ip', 'netns', 'exec', ns] (which execs it, so the PID is sshd's). */
+  wrap?: string[];
   port?: number;
   /** Further public key files the server accepts, in place before it listens. */
   authorize?: string[];
@@ -124,7 +126,8 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
   let err = '';
   const start = async () => {
     err = '';
-    proc = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const argv = [...(opts.wrap ?? []), '/usr/sbin/sshd', '-D', '-e', '-f', config];
+    proc = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
     proc.stderr!.on('data', (d) => { err += d.toString(); });
     await waitForPort(opts.listenAddress ?? '127.0.0.1', port, proc, () => err);
   };
