@@ -260,9 +260,10 @@ export class AttrCache {
       this.listings.set(dir, { names: new Set(entries.map((e) => e.name)), expires });
       if (this.listings.has(dir)) this.index(dir);
     }
+    const prefix = dir === '/' ? '/' : `${dir}/`;
     for (const e of entries) {
-      const p = posix.join(dir, e.name);
-      if (this.fresh(p, since)) this.setAttr(p, e.attrs, expires);
+      const p = prefix + e.name;
+      if (this.fresh(p, since)) this.setAttr(p, e.attrs, expires, dir);
     }
   }
 
@@ -331,12 +332,13 @@ export class AttrCache {
     this.mirror?.clear();
   }
 
-  private setAttr(path: string, attrs: RemoteAttrs, expires: number): void {
-    this.attrs.set(path, { attrs, expires }, { ttl: Math.max(1, expires - this.now()) });
-    if (!this.attrs.has(path)) return; // too big for the bound: not kept
+  /** `dir`: the path's directory where the caller knows it (a listing's entries share one). */
+  private setAttr(path: string, attrs: RemoteAttrs, expires: number, dir?: string): void {
+    // Every entry is far below the byte bound (a path is at most 4 KiB), so lru-cache always keeps it.
+    this.attrs.set(path, { attrs, expires }, { ttl: this.ttlMs });
     if ((attrs.nlink ?? 1) > 1) this.linked.add(path);
-    else this.linked.delete(path);
-    this.index(path);
+    else if (this.linked.size > 0) this.linked.delete(path);
+    this.index(path, dir);
     this.mirror?.set(path, attrs, expires);
   }
 
@@ -349,9 +351,8 @@ export class AttrCache {
     if (l) f(l.names, posix.basename(path));
   }
 
-  private index(path: string): void {
+  private index(path: string, dir = posix.dirname(path)): void {
     if (path === '/') return;
-    const dir = posix.dirname(path);
     let s = this.kids.get(dir);
     if (!s) this.kids.set(dir, (s = new Set()));
     s.add(path);
