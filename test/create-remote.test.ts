@@ -115,6 +115,20 @@ describe('Create against a real sshd', () => {
     }
   });
 
+  it('a server whose SFTP subsystem never answers: Create fails after ConnectTimeout, naming it, instead of holding the volume forever', async () => {
+    // sshd authenticates and starts the subsystem, which never sends SFTP's VERSION.
+    const mute = await startSshd({ sftpServer: '/bin/sleep 600' });
+    try {
+      const a = await create('mute', { sshcmd: `${mute.user}@${mute.host}:${mute.storeDir}`, port: String(mute.port), IdentityFile: mute.userKeyPath, ConnectTimeout: '2' });
+      expect(a.json.Err).toBe(`${mute.host}:${mute.port} accepted the connection but did not answer SFTP requests within 2000 ms: check the server's sftp subsystem and load`);
+      // The volume's lock was released: the daemon answers for that name at once.
+      expect((await d.call('/VolumeDriver.Get', { Name: 'mute' })).json.Err).toMatch(/no such volume: mute/);
+    } finally {
+      await mute.stop();
+      removeSshdDir(mute);
+    }
+  });
+
   it('an unresolvable host: says dns', async () => {
     const a = await create('nodns', { ...base(), sshcmd: 'root@no-such-host.invalid:/x' });
     expect(a.json.Err).toMatch(/cannot resolve host no-such-host.invalid/);
