@@ -6,7 +6,7 @@ import { mkdir, chmod, readFile, rename, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import { z } from 'zod';
-import { isVolumeName } from './options';
+import { MAX_DEAD_LINK_SECONDS, isVolumeName } from './options';
 
 export const STATE_VERSION = 2;
 export const STATE_FILE = 'tsfs.json';
@@ -98,9 +98,14 @@ function optsOfV1Spec(s: z.infer<typeof V1SpecSchema>): Record<string, string> {
   if (s.check !== d.check) o.check = 'no';
   set('cache_timeout', s.cacheTimeout, d.cacheTimeout);
   set('reconnect_timeout', s.reconnectTimeout, d.reconnectTimeout);
-  set('ServerAliveInterval', s.serverAliveInterval, d.serverAliveInterval);
-  set('ServerAliveCountMax', s.serverAliveCountMax, d.serverAliveCountMax);
-  set('ConnectTimeout', s.connectTimeout, d.connectTimeout);
+  // Version 1 accepted 0 for these and unbounded keepalives, which hang or
+  // never connect; such a volume takes today's default instead of becoming
+  // unusable (its containers would lose it at the restore after the upgrade).
+  if (s.serverAliveInterval > 0 && s.serverAliveInterval * s.serverAliveCountMax <= MAX_DEAD_LINK_SECONDS) {
+    set('ServerAliveInterval', s.serverAliveInterval, d.serverAliveInterval);
+    set('ServerAliveCountMax', s.serverAliveCountMax, d.serverAliveCountMax);
+  }
+  if (s.connectTimeout > 0) set('ConnectTimeout', s.connectTimeout, d.connectTimeout);
   return o;
 }
 
