@@ -7,9 +7,9 @@ FROM node:24-bookworm-slim AS build
 LABEL org.tsfs.stage=build
 # Native modules: ssh2's crypto binding, cpu-features and packages/fuse-native
 # compile with node-gyp (python3, make, g++); fuse-native builds against the
-# system libfuse (libfuse-dev, found by pkg-config) and links libfuse.so.2.
+# system libfuse 3 (libfuse3-dev, found by pkg-config) and links libfuse3.so.3.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 make g++ pkg-config libfuse-dev \
+ && apt-get install -y --no-install-recommends python3 make g++ pkg-config libfuse3-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 # The whole (docker-ignored) tree in one copy: `npm ci` needs packages/ (the
@@ -24,12 +24,12 @@ RUN npm ci --no-audit --no-fund \
 
 FROM node:24-bookworm-slim
 LABEL org.tsfs.stage=rootfs
-# libfuse2: fuse-native's binding loads libfuse.so.2 at run time. fuse (the
-# 2.x fusermount, ~100 kB): fuse-native's static Fuse.unmount shells out to
-# `fusermount -uz`, the way to drop a stale mount left by a killed daemon.
+# libfuse3-3: fuse-native's binding loads libfuse3.so.3 at run time. fuse3
+# (fusermount3): fuse-native's static Fuse.unmount shells out to
+# `fusermount3 -uz`, the way to drop a stale mount left by a killed daemon.
 # npm and the Node headers are build tools: the plugin only runs node.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libfuse2 fuse \
+ && apt-get install -y --no-install-recommends libfuse3-3 fuse3 \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
  && rm -rf /usr/local/lib/node_modules/npm /usr/local/bin/npm /usr/local/bin/npx /usr/local/include/node \

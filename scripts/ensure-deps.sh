@@ -8,12 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # openssh-server/sshfs/rclone/gesftpserver: the tests' real SFTP peers;
-# libfuse2/libfuse-dev/pkg-config: what packages/fuse-native builds and links
-# against; fuse3: fusermount and the sshfs comparison;
+# libfuse3-dev/pkg-config: what packages/fuse-native builds and links against;
+# fuse3: fusermount3 (unmounts) and the sshfs comparison;
 # debootstrap: the offline base image; docker.io: the engine the e2e tests use;
 # passwd/procps: chpasswd for the password-auth test user, pkill in test helpers;
 # make: .ci/run and the README drive everything through the Makefile.
-PACKAGES=(make pkg-config openssh-server libfuse2 libfuse-dev fuse3 sshfs docker.io debootstrap rclone gesftpserver passwd procps ca-certificates)
+PACKAGES=(make pkg-config openssh-server libfuse3-dev fuse3 sshfs docker.io debootstrap rclone gesftpserver passwd procps ca-certificates)
 DOCKERD_LOG="${DOCKERD_LOG:-/var/log/dockerd.log}"
 
 log() { echo "ensure-deps: $*" >&2; }

@@ -1,4 +1,6 @@
-#define FUSE_USE_VERSION 29
+// libfuse 3's high-level (path-based) API: see README.md for why not the
+// low-level one. 312: fuse_loop_cfg_* (a thread cap of our choosing).
+#define FUSE_USE_VERSION 312
 
 #include <uv.h>
 #include <node_api.h>
@@ -13,6 +15,8 @@
 #include <fuse_opt.h>
 #include <fuse_common.h>
 #include <fuse_lowlevel.h>
+#include <errno.h>
+#include <stddef.h>
 
 #include <unistd.h>
 #include <sys/wait.h>
@@ -40,6 +44,7 @@ napi_status napi_detach_arraybuffer(napi_env env, napi_value buf);
   fuse_thread_locals_t *l = get_thread_locals();\
   l->op = op_##name;\
   l->op_fn = fuse_native_dispatch_##name;\
+  capture_caller(l);\
   blk\
   uv_async_send(&(l->async));\
   uv_sem_wait(&(l->sem));\
@@ -121,8 +126,10 @@ static const uint32_t op_rmdir = 33;
 // Node thread (measured ~120 us CPU per hand-off on a 2-vCPU VM; ls -lR of
 // 10,000 files is 20,000 getattr/lookup calls). JS mirrors every change of
 // its own cache here (set/delete/clear), so this table never knows more than
-// JS; a miss simply falls through to JS. Expiry times are wall-clock ms, as
-// JS's Date.now().
+// JS; a miss simply falls through to JS. Expiry times are
+// CLOCK_MONOTONIC milliseconds: JS gets the same clock as Fuse.monotonicNow()
+// (index.js), so a wall-clock step (NTP, a VM resume) neither keeps stale
+// entries alive nor drops fresh ones.
 
 #define ATTR_MAX_ENTRIES (1 << 20)
 
@@ -153,7 +160,7 @@ static uint32_t attr_hash (const char *s) {
 
 static double attr_now_ms () {
   struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
+  clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double) ts.tv_sec * 1000.0 + (double) ts.tv_nsec / 1e6;
 }
 
@@ -259,16 +266,26 @@ typedef struct {
   napi_ref handlers[35];
 
   struct fuse *fuse;
-  struct fuse_chan *ch;
+  struct fuse_conn_info_opts *conn_opts;
   char mnt[1024];
   char mntopts[1024];
   int mounted;
+  uint32_t flags; // FN_* below, from JS at mount
+
+  // The context (uid, gid, pid, umask) of the request whose JS handler is
+  // being called: written on the Node thread right before each call, read
+  // by Fuse#callerContext() through a Uint32Array over this struct.
+  uint32_t caller[4];
+
+  // What the kernel and libfuse agreed at init (for tests and logs).
+  uint32_t negotiated[4]; // max_write, max_readahead, max_read, want
 
   uv_async_t async;
   uv_mutex_t mut;
   uv_sem_t sem;
 
   struct attr_table *attrs;
+  uint8_t implemented[35];
 } fuse_thread_t;
 
 typedef struct {
@@ -309,6 +326,9 @@ typedef struct {
   // Readdir
   fuse_fill_dir_t readdir_filler;
 
+  // Caller of the current request (fuse_get_context() in the worker thread)
+  uint32_t caller[4];
+
   // Internal bookkeeping
   fuse_thread_t *fuse;
   uv_sem_t sem;
@@ -318,6 +338,17 @@ typedef struct {
 
 static pthread_key_t thread_locals_key;
 static fuse_thread_locals_t* get_thread_locals();
+
+// Mount flags from JS (fuse_native_mount's last argument).
+#define FN_READDIR_PLUS 1 // readdir's stats fill READDIRPLUS entries
+
+static void capture_caller (fuse_thread_locals_t *l) {
+  struct fuse_context *c = fuse_get_context();
+  l->caller[0] = c->uid;
+  l->caller[1] = c->gid;
+  l->caller[2] = c->pid;
+  l->caller[3] = c->umask;
+}
 
 // Helpers
 // TODO: Extract into a separate file.
@@ -552,7 +583,8 @@ FUSE_METHOD(write, 6, 2, (const char *path, const char *buf, size_t len, off_t o
   if (IS_ARRAY_BUFFER_DETACH_SUPPORTED == 1) assert(napi_detach_arraybuffer(env, argv[3]) == napi_ok);
 })
 
-FUSE_METHOD(readdir, 1, 2, (const char *path, void *buf, fuse_fill_dir_t filler, off_t offset, struct fuse_file_info *info), {
+FUSE_METHOD(readdir, 1, 2, (const char *path, void *buf, fuse_fill_dir_t filler, off_t offset, struct fuse_file_info *info, enum fuse_readdir_flags flags), {
+  l->flags = flags;
   l->buf = buf;
   l->path = path;
   l->offset = offset;
@@ -572,12 +604,13 @@ FUSE_METHOD(readdir, 1, 2, (const char *path, void *buf, fuse_fill_dir_t filler,
   if (names_length != stats_length) {
     NAPI_FOR_EACH(raw_names, raw_name) {
       NAPI_UTF8(name, 1024, raw_name)
-      int err = l->readdir_filler((char *) l->buf, name, NULL, 0);
+      int err = l->readdir_filler((char *) l->buf, name, NULL, 0, 0);
       if (err == 1) {
         break;
       }
     }
   } else {
+    int plus = (l->flags & FUSE_READDIR_PLUS) && (l->fuse->flags & FN_READDIR_PLUS);
     NAPI_FOR_EACH(raw_names, raw_name) {
       NAPI_UTF8(name, 1024, raw_name)
       napi_value raw_stat;
@@ -587,9 +620,10 @@ FUSE_METHOD(readdir, 1, 2, (const char *path, void *buf, fuse_fill_dir_t filler,
       struct stat st;
       populate_stat(stats_array, &st);
 
-      // TODO: It turns out readdirplus likely won't work with FUSE 29...
-      // Metadata caching between readdir/getattr will be enabled when we upgrade fuse-shared-library
-      int err = l->readdir_filler((char *) l->buf, name, (struct stat *) &st, 0);
+      // With FUSE_FILL_DIR_PLUS libfuse hands the stat to the kernel as the
+      // entry's attributes (READDIRPLUS), so `ls -l` needs no LOOKUP/GETATTR
+      // per name within the timeouts; without it, only the type is used.
+      int err = l->readdir_filler((char *) l->buf, name, (struct stat *) &st, 0, plus ? FUSE_FILL_DIR_PLUS : 0);
       if (err == 1) {
         break;
       }
@@ -850,16 +884,64 @@ NAPI_METHOD(fuse_native_signal_init) {
   return NULL;
 }
 
-static void * fuse_native_init (struct fuse_conn_info *conn) {
+static void * fuse_native_init (struct fuse_conn_info *conn, struct fuse_config *cfg) {
   fuse_thread_locals_t *l = get_thread_locals();
+  fuse_thread_t *ft = l->fuse;
+
+  // -o max_write, readdirplus=, splice_*, writeback_cache... (parsed at mount)
+  if (ft->conn_opts != NULL) fuse_apply_conn_info_opts(ft->conn_opts, conn);
+  ft->negotiated[0] = conn->max_write;
+  ft->negotiated[1] = conn->max_readahead;
+  ft->negotiated[2] = conn->max_read;
+  ft->negotiated[3] = conn->want;
 
   l->op = op_init;
   l->op_fn = fuse_native_dispatch_init;
+  capture_caller(l);
 
   uv_async_send(&(l->async));
   uv_sem_wait(&(l->sem));
 
-  return l->fuse;
+  return ft;
+}
+
+// libfuse 3 signatures over the 2.x-shaped methods above, so the JS side
+// keeps fuse-native's interface: an fi means the kernel named an open file
+// (fstat, ftruncate), which fuse-native's JS handlers know as fgetattr and
+// ftruncate; chmod, chown and utimens ignore it as libfuse 2 did.
+
+static fuse_thread_t * current_ft () {
+  return (fuse_thread_t *) fuse_get_context()->private_data;
+}
+
+static int fuse3_getattr (const char *path, struct stat *st, struct fuse_file_info *fi) {
+  if (fi != NULL && current_ft()->implemented[op_fgetattr]) return fuse_native_fgetattr(path, st, fi);
+  return fuse_native_getattr(path, st);
+}
+
+static int fuse3_truncate (const char *path, off_t size, struct fuse_file_info *fi) {
+  if (fi != NULL && current_ft()->implemented[op_ftruncate]) return fuse_native_ftruncate(path, size, fi);
+  return fuse_native_truncate(path, size);
+}
+
+static int fuse3_chmod (const char *path, mode_t mode, struct fuse_file_info *fi) {
+  return fuse_native_chmod(path, mode);
+}
+
+static int fuse3_chown (const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi) {
+  return fuse_native_chown(path, uid, gid);
+}
+
+static int fuse3_utimens (const char *path, const struct timespec tv[2], struct fuse_file_info *fi) {
+  return fuse_native_utimens(path, tv);
+}
+
+// renameat2 flags (RENAME_NOREPLACE, RENAME_EXCHANGE) have no SFTP
+// equivalent; EINVAL is what the kernel answered for them under libfuse 2,
+// and what makes coreutils' mv fall back to a plain rename.
+static int fuse3_rename (const char *path, const char *dest, unsigned int flags) {
+  if (flags != 0) return -EINVAL;
+  return fuse_native_rename(path, dest);
 }
 
 // Top-level dispatcher
@@ -869,6 +951,7 @@ static void fuse_native_dispatch (uv_async_t* handle) {
   fuse_thread_t *ft = l->fuse;
   void (*fn)(uv_async_t *, fuse_thread_locals_t *, fuse_thread_t *) = l->op_fn;
 
+  memcpy(ft->caller, l->caller, sizeof(ft->caller));
   fn(handle, l, ft);
 }
 
@@ -929,13 +1012,23 @@ static fuse_thread_locals_t* get_thread_locals () {
   return l;
 }
 
+// Worker threads: each request blocks one until JS answers, so the cap is
+// how many requests can wait on JS (or the server) at once. libfuse 3's
+// default is 10; libfuse 2 had none.
+#define FUSE_NATIVE_MAX_THREADS 64
+
 static void* start_fuse_thread (void *data) {
   fuse_thread_t *ft = (fuse_thread_t *) data;
-  fuse_loop_mt(ft->fuse);
+  struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_max_threads(cfg, FUSE_NATIVE_MAX_THREADS);
+  fuse_loop_cfg_set_idle_threads(cfg, 10);
+  fuse_loop_mt(ft->fuse, cfg);
+  fuse_loop_cfg_destroy(cfg);
 
-  fuse_unmount(ft->mnt, ft->ch);
-  fuse_session_remove_chan(ft->ch);
+  fuse_unmount(ft->fuse);
   fuse_destroy(ft->fuse);
+  free(ft->conn_opts);
+  ft->conn_opts = NULL;
 
   pthread_mutex_lock(&attr_tables_mut);
   struct attr_table *t = ft->attrs;
@@ -952,7 +1045,7 @@ static void* start_fuse_thread (void *data) {
 }
 
 NAPI_METHOD(fuse_native_mount) {
-  NAPI_ARGV(7)
+  NAPI_ARGV(8)
 
   NAPI_ARGV_UTF8(mnt, 1024, 0);
   NAPI_ARGV_UTF8(mntopts, 1024, 1);
@@ -961,6 +1054,9 @@ NAPI_METHOD(fuse_native_mount) {
   napi_create_reference(env, argv[4], 1, &(ft->malloc));
   napi_value handlers = argv[5];
   NAPI_ARGV_BUFFER_CAST(uint32_t *, implemented, 6)
+  NAPI_ARGV_UINT32(flags, 7)
+  ft->flags = flags;
+  for (int i = 0; i < 35; i++) ft->implemented[i] = implemented[i] != 0;
 
   for (int i = 0; i < 35; i++) {
     ft->handlers[i] = NULL;
@@ -974,17 +1070,15 @@ NAPI_METHOD(fuse_native_mount) {
 
   struct fuse_operations ops = { };
   if (implemented[op_access]) ops.access = fuse_native_access;
-  if (implemented[op_truncate]) ops.truncate = fuse_native_truncate;
-  if (implemented[op_ftruncate]) ops.ftruncate = fuse_native_ftruncate;
-  if (implemented[op_getattr]) ops.getattr = fuse_native_getattr;
-  if (implemented[op_fgetattr]) ops.fgetattr = fuse_native_fgetattr;
+  if (implemented[op_truncate] || implemented[op_ftruncate]) ops.truncate = fuse3_truncate;
+  if (implemented[op_getattr] || implemented[op_fgetattr]) ops.getattr = fuse3_getattr;
   if (implemented[op_flush]) ops.flush = fuse_native_flush;
   if (implemented[op_fsync]) ops.fsync = fuse_native_fsync;
   if (implemented[op_fsyncdir]) ops.fsyncdir = fuse_native_fsyncdir;
   if (implemented[op_readdir]) ops.readdir = fuse_native_readdir;
   if (implemented[op_readlink]) ops.readlink = fuse_native_readlink;
-  if (implemented[op_chown]) ops.chown = fuse_native_chown;
-  if (implemented[op_chmod]) ops.chmod = fuse_native_chmod;
+  if (implemented[op_chown]) ops.chown = fuse3_chown;
+  if (implemented[op_chmod]) ops.chmod = fuse3_chmod;
   if (implemented[op_mknod]) ops.mknod = fuse_native_mknod;
   if (implemented[op_setxattr]) ops.setxattr = fuse_native_setxattr;
   if (implemented[op_getxattr]) ops.getxattr = fuse_native_getxattr;
@@ -998,17 +1092,18 @@ NAPI_METHOD(fuse_native_mount) {
   if (implemented[op_release]) ops.release = fuse_native_release;
   if (implemented[op_releasedir]) ops.releasedir = fuse_native_releasedir;
   if (implemented[op_create]) ops.create = fuse_native_create;
-  if (implemented[op_utimens]) ops.utimens = fuse_native_utimens;
-  // Without this flag libfuse 2 drops a SETATTR that sets only one of atime
-  // and mtime (touch -m, touch -a) instead of passing UTIME_OMIT for the other.
-  ops.flag_utime_omit_ok = 1;
+  // libfuse 3 always passes UTIME_OMIT/UTIME_NOW (libfuse 2 needed
+  // flag_utime_omit_ok, or it dropped touch -m and touch -a).
+  if (implemented[op_utimens]) ops.utimens = fuse3_utimens;
   if (implemented[op_unlink]) ops.unlink = fuse_native_unlink;
-  if (implemented[op_rename]) ops.rename = fuse_native_rename;
+  if (implemented[op_rename]) ops.rename = fuse3_rename;
   if (implemented[op_link]) ops.link = fuse_native_link;
   if (implemented[op_symlink]) ops.symlink = fuse_native_symlink;
   if (implemented[op_mkdir]) ops.mkdir = fuse_native_mkdir;
   if (implemented[op_rmdir]) ops.rmdir = fuse_native_rmdir;
-  if (implemented[op_init]) ops.init = fuse_native_init;
+  // init always: it records what the kernel negotiated and applies the
+  // connection options; JS answers it without ops.init.
+  ops.init = fuse_native_init;
 
   int _argc = (strcmp(mntopts, "-o") <= 0) ? 1 : 2;
   char *_argv[] = {
@@ -1017,14 +1112,26 @@ NAPI_METHOD(fuse_native_mount) {
   };
 
   struct fuse_args args = FUSE_ARGS_INIT(_argc, _argv);
-  struct fuse_chan *ch = fuse_mount(mnt, &args);
-
-  if (ch == NULL) {
-    napi_throw_error(env, "fuse failed", "fuse failed");
+  // Connection options (max_write, readdirplus=, splice_*...) come out of
+  // args here and are applied in init; fuse_new rejects what it does not know.
+  ft->conn_opts = fuse_parse_conn_info_opts(&args);
+  struct fuse *fuse = ft->conn_opts == NULL ? NULL : fuse_new(&args, &ops, sizeof(struct fuse_operations), ft);
+  if (fuse == NULL) {
+    fuse_opt_free_args(&args);
+    free(ft->conn_opts);
+    ft->conn_opts = NULL;
+    napi_throw_error(env, "fuse failed", "fuse failed: bad mount options (see stderr)");
     return NULL;
   }
-
-  struct fuse *fuse = fuse_new(ch, &args, &ops, sizeof(struct fuse_operations), ft);
+  if (fuse_mount(fuse, mnt) != 0) {
+    fuse_opt_free_args(&args);
+    fuse_destroy(fuse);
+    free(ft->conn_opts);
+    ft->conn_opts = NULL;
+    napi_throw_error(env, "fuse failed", "fuse failed: mount refused (see stderr)");
+    return NULL;
+  }
+  fuse_opt_free_args(&args);
 
   uv_mutex_init(&(ft->mut));
   uv_sem_init(&(ft->sem), 0);
@@ -1032,13 +1139,12 @@ NAPI_METHOD(fuse_native_mount) {
   strncpy(ft->mnt, mnt, 1024);
   strncpy(ft->mntopts, mntopts, 1024);
   ft->fuse = fuse;
-  ft->ch = ch;
   if (ft->attrs == NULL) ft->attrs = attr_table_new();
   ft->mounted++;
 
   int err = uv_async_init(uv_default_loop(), &(ft->async), (uv_async_cb) fuse_native_async_init);
 
-  if (fuse == NULL || err < 0) {
+  if (err < 0) {
     napi_throw_error(env, "fuse failed", "fuse failed");
     return NULL;
   }
@@ -1092,6 +1198,13 @@ NAPI_METHOD(fuse_native_attr_delete) {
   return NULL;
 }
 
+// The table's clock, for tests that check JS's Fuse.monotonicNow() against it.
+NAPI_METHOD(fuse_native_monotonic_ms) {
+  napi_value res;
+  napi_create_double(env, attr_now_ms(), &res);
+  return res;
+}
+
 // attr_clear(thread)
 NAPI_METHOD(fuse_native_attr_clear) {
   NAPI_ARGV(1)
@@ -1129,6 +1242,9 @@ NAPI_INIT() {
   pthread_key_create(&(thread_locals_key), NULL); // TODO: add destructor
 
   NAPI_EXPORT_SIZEOF(fuse_thread_t)
+  NAPI_EXPORT_OFFSETOF(fuse_thread_t, caller)
+  NAPI_EXPORT_OFFSETOF(fuse_thread_t, negotiated)
+  NAPI_EXPORT_FUNCTION(fuse_native_monotonic_ms)
 
   NAPI_EXPORT_FUNCTION(fuse_native_mount)
   NAPI_EXPORT_FUNCTION(fuse_native_unmount)

@@ -4,16 +4,55 @@ declare namespace Fuse {
     allowOther?: boolean;
     /** Per-op milliseconds, or false for none; `default` for the rest. */
     timeout?: number | false | Record<string, number | false>;
-    /** Passed verbatim after -o (this copy's addition). */
+    /**
+     * Passed verbatim after -o (this copy's addition): libfuse 3's mount,
+     * library (attr_timeout...) and connection options (max_write,
+     * max_readahead, readdirplus=, splice_*, writeback_cache...).
+     */
     extraOptions?: string[];
+    /**
+     * Hand readdir's stats to the kernel as READDIRPLUS entries (this copy's
+     * addition): the kernel then caches each entry's attributes (attr_timeout)
+     * and, with entry_timeout > 0, its name, as if looked up.
+     */
+    readdirPlus?: boolean;
+  }
+  /** The request being served: libfuse's fuse_get_context(). */
+  interface CallerContext {
+    uid: number;
+    gid: number;
+    pid: number;
+    /** The caller's umask (what the kernel sent with CREATE/MKDIR/MKNOD; 0 for other requests). */
+    umask: number;
+  }
+  interface Negotiated {
+    maxWrite: number;
+    maxReadahead: number;
+    maxRead: number;
+    /** libfuse's FUSE_CAP_* bits wanted after init. */
+    want: number;
   }
 }
 declare class Fuse {
   constructor(mnt: string, ops: Record<string, unknown>, opts?: Fuse.FuseOpts);
   mount(cb: (err: Error | null) => void): void;
   unmount(cb: (err: Error | null) => void): void;
+  /** Lazy unmount with fusermount3 -uz (a mount whose server died). */
   static unmount(mnt: string, cb: (err: Error | null) => void): void;
-  /** The C attribute table getattr reads before calling JS (this copy's addition). */
+  /**
+   * uid/gid/pid/umask of the request whose op handler is being invoked (this
+   * copy's addition). Valid synchronously at the handler's entry, before its
+   * first await or callback: the next request's call overwrites it.
+   */
+  callerContext(): Fuse.CallerContext;
+  /** What the kernel and libfuse agreed at init; null before mount. */
+  negotiated(): Fuse.Negotiated | null;
+  /** CLOCK_MONOTONIC in milliseconds: the clock of attrCacheSet's expiresAt. */
+  static monotonicNow(): number;
+  /**
+   * The C attribute table getattr reads before calling JS (this copy's
+   * addition). expiresAt is a Fuse.monotonicNow() value.
+   */
   attrCacheSet(path: string, stat: object, expiresAt: number): void;
   attrCacheDelete(path: string): void;
   attrCacheClear(): void;

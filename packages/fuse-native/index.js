@@ -14,6 +14,15 @@ const DEFAULT_TIMEOUT = 15 * 1000
 const TIMEOUT_ERRNO = IS_OSX ? -60 : -110
 const ENOTCONN = IS_OSX ? -57 : -107
 
+// The C attribute table's clock is CLOCK_MONOTONIC in milliseconds. Node's
+// performance.now() counts from the same clock (libuv's uv_hrtime, which is
+// CLOCK_MONOTONIC on Linux) from another origin: one offset, taken once,
+// makes it that clock without a BigInt per call.
+const MONOTONIC_OFFSET = Number(process.hrtime.bigint()) / 1e6 - performance.now()
+
+// fuse_native_mount's flags (FN_* in fuse-native.c).
+const FN_READDIR_PLUS = 1
+
 const OpcodesAndDefaults = new Map([
   ['init', {
     op: binding.op_init
@@ -142,6 +151,7 @@ class Fuse extends Nanoresource {
     this._force = !!opts.force
     this._mkdir = !!opts.mkdir
     this._thread = null
+    this._caller = null
     this._handlers = this._makeHandlerArray()
     this._threads = new Set()
 
@@ -283,7 +293,7 @@ class Fuse extends Nanoresource {
 
   static unmount (mnt, cb) {
     mnt = JSON.stringify(mnt)
-    const cmd = IS_OSX ? `diskutil unmount force ${mnt}` : `fusermount -uz ${mnt}`
+    const cmd = IS_OSX ? `diskutil unmount force ${mnt}` : `fusermount3 -uz ${mnt}`
     exec(cmd, err => {
       if (err) return cb(err)
       return cb(null)
@@ -308,7 +318,9 @@ class Fuse extends Nanoresource {
     function open () {
       // If there was an unmount error, continue attempting to mount (this is the best we can do)
       self._thread = Buffer.alloc(binding.sizeof_fuse_thread_t)
+      self._caller = new Uint32Array(self._thread.buffer, self._thread.byteOffset + binding.offsetof_fuse_thread_t_caller, 4)
       self._openCallback = cb
+      const flags = self.opts.readdirPlus ? FN_READDIR_PLUS : 0
 
       const opts = self._fuseOptions()
       const implemented = self._getImplementedArray()
@@ -334,7 +346,7 @@ class Fuse extends Nanoresource {
           if (parent && parent.dev !== stat.dev) return cb(new Error('Mountpoint in use'))
           try {
             // TODO: asyncify
-            binding.fuse_native_mount(self.mnt, opts, self._thread, self, self._malloc, self._handlers, implemented)
+            binding.fuse_native_mount(self.mnt, opts, self._thread, self, self._malloc, self._handlers, implemented, flags)
           } catch (err) {
             return cb(err)
           }
@@ -642,7 +654,7 @@ class Fuse extends Nanoresource {
   }
 
   // Attribute table in C (tsfs patch): getattr of a path set here (until
-  // expiresAt, a Date.now() value) is answered in the libfuse worker thread
+  // expiresAt, a Fuse.monotonicNow() value) is answered in the libfuse worker thread
   // without calling ops.getattr. The caller must delete/clear whatever changes.
   attrCacheSet (path, stat, expiresAt) {
     if (this._thread) binding.fuse_native_attr_set(this._thread, path, getStatArray(stat), expiresAt)
@@ -654,6 +666,28 @@ class Fuse extends Nanoresource {
 
   attrCacheClear () {
     if (this._thread) binding.fuse_native_attr_clear(this._thread)
+  }
+
+  // The caller of the request whose handler is running now: libfuse's
+  // fuse_get_context() taken in the worker thread, copied into this instance
+  // right before the handler is called. Valid synchronously at the handler's
+  // entry (before its first await or callback): the next request overwrites it.
+  callerContext () {
+    const c = this._caller
+    if (!c) return { uid: 0, gid: 0, pid: 0, umask: 0 }
+    return { uid: c[0], gid: c[1], pid: c[2], umask: c[3] }
+  }
+
+  // What the kernel and libfuse agreed at init (after mount's callback).
+  negotiated () {
+    if (!this._thread) return null
+    const n = new Uint32Array(this._thread.buffer, this._thread.byteOffset + binding.offsetof_fuse_thread_t_negotiated, 4)
+    return { maxWrite: n[0], maxReadahead: n[1], maxRead: n[2], want: n[3] }
+  }
+
+  // The clock attrCacheSet's expiresAt is in: CLOCK_MONOTONIC milliseconds.
+  static monotonicNow () {
+    return performance.now() + MONOTONIC_OFFSET
   }
 
   errno (code) {

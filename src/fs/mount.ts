@@ -8,13 +8,12 @@ import { withDeadline } from '../sftp/deadline';
 import { describeTarget } from '../sftp/target';
 import { expandHome } from '../sftp/paths';
 import { DEFAULT_RECONNECT_WAIT_MS, SftpSession, sftpCall } from '../sftp/session';
-import { monotonicMs } from './attr-cache';
 import { fuseOps } from './fuse-adapter';
 import { MountStats } from './stats';
 import { SftpOps, type Caller } from './ops';
 import type { FsOptions, MountedFs } from './index';
 
-/** FUSE request size: big_writes lets the kernel send up to this per WRITE (default 4 KiB). */
+/** FUSE request size: the most the kernel sends per WRITE or asks per READ. */
 const MAX_IO = 128 * 1024;
 
 /**
@@ -32,14 +31,15 @@ function fuseOptions(opts: FsOptions, ttlSeconds: number): string[] {
   const kernelTtl = String(Math.min(1, ttlSeconds));
   const fsname = `${opts.target.username}@${describeTarget(opts.target)}:${opts.target.remotePath || '~'}`.replace(/[^A-Za-z0-9@:._/~\[\]-]/g, '_');
   return [
-    'big_writes',
+    // libfuse 3 has no big_writes (always on) and would refuse the option.
+    // max_write also caps READs: libfuse 3 derives the kernel's max_pages
+    // from it (a max_read mount option would have to be repeated in init).
     `max_write=${MAX_IO}`,
-    `max_read=${MAX_IO}`,
     // The kernel checks permission bits against the uid/gid we report, as a
     // local filesystem would; without it every uid could do anything
     // allow_other lets in, as the SSH user.
     'default_permissions',
-    // libfuse 2's path-based API gives each hard link its own kernel inode,
+    // libfuse's path-based API gives each hard link its own kernel inode,
     // so a size/nlink the kernel caches for one name goes stale when data is
     // written through the other (measured with entry_timeout=1 and
     // attr_timeout=1: test/posix.test.ts's hard-link scenario read the old,
@@ -56,17 +56,6 @@ function fuseOptions(opts: FsOptions, ttlSeconds: number): string[] {
     'subtype=tsfs',
     ...(opts.readOnly ? ['ro'] : []),
   ];
-}
-
-/**
- * The C table's expiry clock. Ours is monotonicMs() (CLOCK_MONOTONIC ms); a
- * binding that has Fuse.monotonicNow() compares against that same clock, an
- * older one against CLOCK_REALTIME (Date.now()), which gets the same
- * deadline moved onto its clock.
- */
-function toBindingClock(expiresAt: number): number {
-  if (typeof (Fuse as unknown as { monotonicNow?: unknown }).monotonicNow === 'function') return expiresAt;
-  return Date.now() + (expiresAt - monotonicMs());
 }
 
 function promisify(f: (cb: (err: Error | null) => void) => void): Promise<void> {
@@ -123,7 +112,8 @@ export async function mountSftpFs(opts: FsOptions): Promise<MountedFs> {
     // hand-off to this thread: with entry_timeout=0 (above) every path walk
     // looks each name up, and a lookup is a getattr (docs/performance.md).
     ops.cache.mirrorTo({
-      set: (p, a, expiresAt) => fuse.attrCacheSet(p, ops.toStat(a), toBindingClock(expiresAt)),
+      // Both sides count CLOCK_MONOTONIC ms (monotonicMs() is Fuse.monotonicNow()'s clock).
+      set: (p, a, expiresAt) => fuse.attrCacheSet(p, ops.toStat(a), expiresAt),
       delete: (p) => fuse.attrCacheDelete(p),
       clear: () => fuse.attrCacheClear(),
     });
@@ -188,8 +178,8 @@ function run(cmd: string, args: string[]): Promise<boolean> {
 
 async function lazyDetach(mountpoint: string): Promise<boolean> {
   for (const [cmd, args] of [
-    ['fusermount', ['-uz', mountpoint]],
     ['fusermount3', ['-uz', mountpoint]],
+    ['fusermount', ['-uz', mountpoint]],
     ['umount', ['-l', mountpoint]],
   ] as const) {
     if (await run(cmd, [...args])) return true;

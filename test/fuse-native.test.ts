@@ -1,0 +1,125 @@
+// packages/fuse-native driven directly, on a small in-memory filesystem: what
+// the binding answers in C or hands to JS, checked from child processes
+// through a real FUSE mount (never synchronous I/O from this process, which
+// serves the mount).
+import { execFile } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Fuse from 'fuse-native';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isMounted } from './helpers/fs-mount';
+
+type Cb = (err: number, ...rest: unknown[]) => void;
+type Stat = { mode: number; size: number; uid: number; gid: number; mtime: Date; atime: Date; ctime: Date; nlink: number };
+
+const ROOT: Stat = { mode: 0o40777, size: 4096, uid: 0, gid: 0, mtime: new Date(0), atime: new Date(0), ctime: new Date(0), nlink: 2 };
+const file = (size: number): Stat => ({ mode: 0o100644, size, uid: 0, gid: 0, mtime: new Date(0), atime: new Date(0), ctime: new Date(0), nlink: 1 });
+
+let mnt: string;
+let fuse: Fuse;
+const files = new Map<string, Stat>();
+const getattrCalls: string[] = [];
+const creates: { path: string; caller: Fuse.CallerContext }[] = [];
+
+function child(cmd: string, args: string[], as?: { uid: number; gid: number }): Promise<{ code: number; stdout: string; stderr: string; pid: number }> {
+  return new Promise((resolve) => {
+    const p = execFile(cmd, args, { ...as, timeout: 20_000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? Number((err as NodeJS.ErrnoException).code ?? 1) || 1 : 0, stdout, stderr, pid: p.pid ?? -1 }),
+    );
+  });
+}
+
+beforeAll(async () => {
+  mnt = mkdtempSync(join(tmpdir(), 'tsfs-fn-'));
+  chmodSync(mnt, 0o755);
+  const ops = {
+    getattr: (p: string, cb: Cb) => {
+      getattrCalls.push(p);
+      if (p === '/') return cb(0, ROOT);
+      const st = files.get(p);
+      return st ? cb(0, st) : cb(-2 /* ENOENT */);
+    },
+    readdir: (p: string, cb: Cb) => cb(0, [...files.keys()].map((k) => k.slice(1)), [...files.values()]),
+    create: (p: string, mode: number, cb: Cb) => {
+      // Synchronously at the handler's entry, as the contract says.
+      creates.push({ path: p, caller: fuse.callerContext() });
+      files.set(p, { ...file(0), mode: 0o100000 | (mode & 0o7777) });
+      setImmediate(() => cb(0, 1));
+    },
+    open: (_p: string, _flags: number, cb: Cb) => cb(0, 1),
+    release: (_p: string, _fd: number, cb: Cb) => cb(0),
+    utimens: (_p: string, _a: number, _m: number, cb: Cb) => cb(0),
+    rename: (src: string, dst: string, cb: Cb) => {
+      const st = files.get(src);
+      if (!st) return cb(-2 /* ENOENT */);
+      files.delete(src);
+      files.set(dst, st);
+      return cb(0);
+    },
+  };
+  fuse = new Fuse(mnt, ops, { allowOther: true, extraOptions: ['attr_timeout=0', 'entry_timeout=0', 'subtype=tsfs-test'] });
+  await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
+});
+
+afterAll(async () => {
+  if (fuse) await new Promise<void>((resolve) => fuse.unmount(() => resolve()));
+  if (isMounted(mnt)) await child('umount', ['-l', mnt]);
+  expect(isMounted(mnt)).toBe(false);
+  rmdirSync(mnt);
+});
+
+describe('fuse-native on libfuse 3', () => {
+  it('callerContext() gives the handler the uid, gid, pid and umask of the process that made the request', async () => {
+    // sh itself opens the file for the redirection, so the caller is the child's own pid.
+    const r = await child('/bin/sh', ['-c', `umask 027; : > ${join(mnt, 'by-1000')}`], { uid: 1000, gid: 1001 });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const c = creates.find((x) => x.path === '/by-1000');
+    expect(c?.caller).toEqual({ uid: 1000, gid: 1001, pid: r.pid, umask: 0o027 });
+    // The kernel applied the umask to the mode it sent (no DONT_MASK).
+    expect(files.get('/by-1000')!.mode & 0o777).toBe(0o640);
+  });
+
+  it('the C attribute table answers getattr until its CLOCK_MONOTONIC expiry (Fuse.monotonicNow), then JS does', async () => {
+    files.set('/t', file(5));
+    // A stat the table answers: a different size than JS would give, and no JS call.
+    fuse.attrCacheSet('/t', file(1234), Fuse.monotonicNow() + 600_000);
+    getattrCalls.length = 0;
+    const cached = await child('stat', ['-c', '%s', join(mnt, 't')]);
+    expect(cached.stdout.trim()).toBe('1234');
+    expect(getattrCalls).not.toContain('/t');
+    // Expired by the same clock: JS answers again.
+    fuse.attrCacheSet('/t', file(1234), Fuse.monotonicNow() - 1);
+    const expired = await child('stat', ['-c', '%s', join(mnt, 't')]);
+    expect(expired.stdout.trim()).toBe('5');
+    expect(getattrCalls).toContain('/t');
+    // Deleted: JS answers.
+    fuse.attrCacheSet('/t', file(99), Fuse.monotonicNow() + 600_000);
+    fuse.attrCacheDelete('/t');
+    expect((await child('stat', ['-c', '%s', join(mnt, 't')])).stdout.trim()).toBe('5');
+  });
+
+  it('renameat2 flags the server cannot honour get EINVAL, and mv still works through its fallback', async () => {
+    files.set('/a', file(1));
+    const r = await child('python3', ['-c', `
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD = -100
+res = libc.renameat2(AT_FDCWD, b"${join(mnt, 'a')}", AT_FDCWD, b"${join(mnt, 'b')}", 1)  # RENAME_NOREPLACE
+print(res, os.strerror(ctypes.get_errno()) if res else "")
+`]);
+    expect(r.stdout.trim()).toBe('-1 Invalid argument');
+    expect(files.has('/a')).toBe(true);
+    const mv = await child('mv', ['-n', join(mnt, 'a'), join(mnt, 'b')]);
+    expect(mv.stderr).toBe('');
+    expect([files.has('/a'), files.has('/b')]).toEqual([false, true]);
+  });
+
+  it('reports what the kernel negotiated at init', () => {
+    const n = fuse.negotiated();
+    expect(n).not.toBeNull();
+    // libfuse 3 lifts libfuse 2's 128 KiB cap: with no max_write option it asks for 1 MiB.
+    expect(n!.maxWrite).toBe(1024 * 1024);
+  });
+});
