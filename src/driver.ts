@@ -113,21 +113,48 @@ export class Driver implements VolumeDriver {
     });
   }
 
-  async mount(req: MountRequest): Promise<MountResponse> {
+  /**
+   * A Mount dockerd gave up on (`signal` aborted: it closed the request,
+   * e.g. its timeout passed while the store was slow) is rolled back: dockerd
+   * treats it as failed, never sends Unmount for its ID and uses a new ID
+   * next time, so keeping the ID would pin the volume forever (docker volume
+   * rm refuses it). The filesystem goes too when no other ID holds it.
+   */
+  async mount(req: MountRequest, signal?: AbortSignal): Promise<MountResponse> {
     const name = req.Name;
     const id = req.ID;
     return this.withLock(name, async () => {
       const v = this.mustGet(name);
+      if (signal?.aborted) {
+        v.log.info({ mountId: id }, 'Mount abandoned by dockerd before it started: not mounting');
+        throw new DriverError(`Mount of ${name} abandoned: dockerd closed the request before it was served`, 'abandoned');
+      }
+      const known = v.mountIds.includes(id);
       try {
-        await v.mount(id);
+        await v.mount(id, signal);
       } finally {
         // A first-mount host key pin must be saved even if the mount then failed.
         await this.save();
+      }
+      // Checked after the save, right before the answer: the window in which
+      // dockerd can still give up unseen is as short as it can be.
+      if (signal?.aborted && !known) {
+        await v.unmount(id);
+        await this.save();
+        v.log.info({ mountId: id, mounts: v.mountIds.length, mounted: v.mounted }, 'Mount finished after dockerd gave up: rolled back');
+        throw new DriverError(`Mount of ${name} abandoned: dockerd closed the request before the answer; rolled back`, 'abandoned');
       }
       return { Mountpoint: v.mountpoint };
     });
   }
 
+  /**
+   * An Unmount runs to the end even if dockerd stops waiting: undoing it
+   * would leak the ID. dockerd keeps the ID of a failed Unmount and sends it
+   * again with the container's next Mount (volume/mounts MountPoint.Setup),
+   * which mounts anew; if the container is removed instead, nothing ever
+   * unmounts it again. So "rolled back" for Unmount means completed.
+   */
   async unmount(req: UnmountRequest): Promise<void> {
     const name = req.Name;
     const id = req.ID;

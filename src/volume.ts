@@ -6,12 +6,12 @@ import { mkdir, rmdir } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { MountFs, MountedFs } from './fs/index';
 import { OptionsError, describeRemote, parseOptions, toSshTarget, type VolumeSpec } from './options';
-import type { StepLog } from './sftp/connect';
-import type { ProbeResult } from './sftp/probe';
+import type { ProbeOptions, ProbeResult } from './sftp/probe';
+import { logRetries } from './sftp/retry';
 import { hostKeyToPin, type SshTarget } from './sftp/target';
 import type { VolumeRecord } from './state';
 
-export type Probe = (target: SshTarget, opts: { mkdir: boolean; log?: StepLog }, onWarn?: (m: string) => void) => Promise<ProbeResult>;
+export type Probe = (target: SshTarget, opts: ProbeOptions, onWarn?: (m: string) => void) => Promise<ProbeResult>;
 
 export interface VolumeDeps {
   mountFs: MountFs;
@@ -67,7 +67,7 @@ export class Volume {
     const spec = this.usableSpec();
     let target = await this.target(spec);
     const probe = this.deps.probe ?? (await import('./sftp/probe')).probeRemote;
-    const seen = await probe(target, { mkdir: spec.mkdir, log: this.log }, (m) => this.log.warn(m));
+    const seen = await probe(target, { mkdir: spec.mkdir, log: this.log, onRetry: logRetries(this.log) }, (m) => this.log.warn(m));
     this.record = { ...this.record, remoteRealPath: seen.realPath };
     // The bastion's key is pinned the same way, on its own.
     const jumpPin = target.jump && hostKeyToPin(target.jump, seen.jumpHostKey);
@@ -108,8 +108,8 @@ export class Volume {
   }
 
   /** Idempotent per ID. Mounts the filesystem if it is not mounted (first ID, or a failed restore). */
-  async mount(id: string): Promise<void> {
-    if (!this.fs) await this.attach();
+  async mount(id: string, signal?: AbortSignal): Promise<void> {
+    if (!this.fs) await this.attach(signal);
     if (this.ids.has(id)) {
       this.log.debug({ mountId: id, mounts: this.ids.size }, 'mount ID already known: nothing to do');
       return;
@@ -187,7 +187,7 @@ export class Volume {
     };
   }
 
-  private async attach(): Promise<void> {
+  private async attach(signal?: AbortSignal): Promise<void> {
     try {
       // Before mkdir: on a dead FUSE mount (left by a crash) even mkdir -p fails with ENOTCONN.
       if (await this.deps.detachStale(this.mountpoint)) {
@@ -208,6 +208,7 @@ export class Volume {
         cacheTimeout: spec.cacheTimeout,
         reconnectTimeoutMs: spec.reconnectTimeout * 1000,
         log: this.log,
+        ...(signal && { signal }),
       });
       this.lastError = undefined;
       this.log.debug({ mountpoint: this.mountpoint, remote: describeRemote(spec) }, 'filesystem mounted');

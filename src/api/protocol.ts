@@ -82,7 +82,8 @@ export interface ErrorResponse {
 export interface VolumeDriver {
   create(req: CreateRequest): Promise<void>;
   remove(req: RemoveRequest): Promise<void>;
-  mount(req: MountRequest): Promise<MountResponse>;
+  /** `signal` aborts when dockerd stopped waiting for the answer: the mount must then not be kept. */
+  mount(req: MountRequest, signal?: AbortSignal): Promise<MountResponse>;
   unmount(req: UnmountRequest): Promise<void>;
   path(req: PathRequest): Promise<PathResponse>;
   get(req: GetRequest): Promise<GetResponse>;

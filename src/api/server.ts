@@ -73,12 +73,17 @@ export function makeApp(driver: VolumeDriver, log: Logger): express.Express {
     next();
   });
 
-  const route = <S extends z.ZodType>(path: string, schema: S | undefined, handler: (body: z.output<S>) => Promise<unknown> | unknown) =>
+  // `signal` aborts when dockerd closes the request before the answer (it gave up waiting).
+  const route = <S extends z.ZodType>(path: string, schema: S | undefined, handler: (body: z.output<S>, signal: AbortSignal) => Promise<unknown> | unknown) =>
     app.post(path, async (req: Request, res: Response) => {
+      const gaveUp = new AbortController();
+      res.on('close', () => {
+        if (!res.writableEnded) gaveUp.abort();
+      });
       try {
         const body = parseBody(req.body);
         res.locals.body = body;
-        const out = await handler(schema ? validate(schema, body) : (undefined as z.output<S>));
+        const out = await handler(schema ? validate(schema, body) : (undefined as z.output<S>), gaveUp.signal);
         send(res, 200, out ?? {});
       } catch (e) {
         const msg = (e as Error).message || String(e);
@@ -97,7 +102,7 @@ export function makeApp(driver: VolumeDriver, log: Logger): express.Express {
   route('/Plugin.Activate', undefined, () => ({ Implements: ['VolumeDriver'] }));
   route('/VolumeDriver.Create', CreateRequestSchema, (b) => driver.create(b));
   route('/VolumeDriver.Remove', NameRequestSchema, (b) => driver.remove(b));
-  route('/VolumeDriver.Mount', MountRequestSchema, (b) => driver.mount(b));
+  route('/VolumeDriver.Mount', MountRequestSchema, (b, signal) => driver.mount(b, signal));
   route('/VolumeDriver.Unmount', MountRequestSchema, (b) => driver.unmount(b));
   route('/VolumeDriver.Path', NameRequestSchema, (b) => driver.path(b));
   route('/VolumeDriver.Get', NameRequestSchema, (b) => driver.get(b));

@@ -54,6 +54,8 @@ export class FileHandle {
     private remote: Buffer,
     private gen: number,
     private readonly session: SftpSession,
+    /** The channel that opened `remote`: an SFTP handle is only valid there (src/sftp/session.ts). */
+    private sftp: SFTPWrapper,
   ) {}
 
   /** The first failure: reported by flush/fsync/release and later writes. */
@@ -85,7 +87,7 @@ export class FileHandle {
   }
 
   /** The handle valid on the current connection, reopened by path after a reconnect. */
-  private async live(): Promise<{ ch: Channels; h: Buffer }> {
+  private async live(): Promise<{ ch: Channels; h: Buffer; s: SFTPWrapper }> {
     const ch = await this.session.channels();
     if (ch.gen !== this.gen) {
       // A handle whose writes failed with the old link is not reopened: its
@@ -96,15 +98,16 @@ export class FileHandle {
       await this.reopening;
       if (ch.gen !== this.gen) return this.live();
     }
-    return { ch, h: this.remote };
+    return { ch, h: this.remote, s: this.sftp };
   }
 
   private async reopen(ch: Channels): Promise<void> {
     const path = this.spec.toRemote(this.path);
-    const h = await sftpCall.open(ch.data, path, this.spec.reopenFlags, {});
-    const a = await sftpCall.fstat(ch.data, h).catch(() => undefined);
+    const s = ch.data;
+    const h = await sftpCall.open(s, path, this.spec.reopenFlags, {});
+    const a = await sftpCall.fstat(s, h).catch(() => undefined);
     if (!a || !this.matches(a)) {
-      await sftpCall.close(ch.data, h).catch(() => undefined);
+      await sftpCall.close(s, h).catch(() => undefined);
       const was = this.seen ? `size ${this.seen.size}, mtime ${this.seen.mtime}` : 'unknown';
       const now = a ? `size ${a.size}, mtime ${a.mtime}` : 'unknown';
       this.error ??= new FsError(Errno.EIO, `${path} changed while the SFTP link was down (was ${was}, now ${now}): not reopening another file under the same name`);
@@ -112,6 +115,7 @@ export class FileHandle {
     }
     this.remote = h;
     this.gen = ch.gen;
+    this.sftp = s;
   }
 
   /** Queue a write; resolves once queued (not when the server answers). */
@@ -119,9 +123,9 @@ export class FileHandle {
     if (this.error) throw this.error;
     this.dropReadahead();
     await this.session.reserve(len);
-    let ch: Channels, h: Buffer;
+    let ch: Channels, h: Buffer, s: SFTPWrapper;
     try {
-      ({ ch, h } = await this.live());
+      ({ ch, h, s } = await this.live());
     } catch (e) {
       this.session.release(len);
       throw new FsError(errnoOf(e));
@@ -148,7 +152,7 @@ export class FileHandle {
         else this.pipeline.answer(seq, new FsError(errnoOf(err), err.message));
       };
       try {
-        ch.data.write(h, buf, off, n, pos + off, done);
+        s.write(h, buf, off, n, pos + off, done);
       } catch (e) {
         done(e as Error);
       }
@@ -164,14 +168,14 @@ export class FileHandle {
     await this.settle();
     if (this.error) throw this.error;
     try {
-      const { ch, h } = useExt ? await this.live() : { ch: await this.session.channels(), h: undefined };
+      const { ch, h, s } = useExt ? await this.live() : { ch: await this.session.channels(), h: undefined, s: undefined };
       if (this.unsyncedGen !== undefined && this.unsyncedGen !== ch.gen) {
         // Those writes were acknowledged by a server session that is gone; an
         // fsync on the new one cannot vouch for them (the server may have
         // restarted and lost its page cache).
         throw new FsError(Errno.EIO, 'writes made before the SFTP link was lost cannot be proven durable');
       }
-      if (h) await sftpCall.fsync(ch.data, h);
+      if (h && s) await sftpCall.fsync(s, h);
     } catch (e) {
       // Whatever made fsync fail (that, a failed reopen, the server's answer)
       // leaves the data unproven: close must report it too, not succeed.
@@ -183,17 +187,17 @@ export class FileHandle {
 
   async fstat(): Promise<RemoteAttrs> {
     await this.settle();
-    const { ch, h } = await this.live();
-    const s = await sftpCall.fstat(ch.data, h);
-    if (!this.writesPending) this.observe(s);
-    return { mode: s.mode, uid: s.uid, gid: s.gid, size: s.size, atime: s.atime, mtime: s.mtime };
+    const { h, s } = await this.live();
+    const a = await sftpCall.fstat(s, h);
+    if (!this.writesPending) this.observe(a);
+    return { mode: a.mode, uid: a.uid, gid: a.gid, size: a.size, atime: a.atime, mtime: a.mtime };
   }
 
   async ftruncate(size: number): Promise<void> {
     await this.settle();
     this.dropReadahead();
-    const { ch, h } = await this.live();
-    await sftpCall.fsetstat(ch.data, h, { size });
+    const { h, s } = await this.live();
+    await sftpCall.fsetstat(s, h, { size });
     this.changedSince = true;
     this.minSize = size;
   }
@@ -209,7 +213,7 @@ export class FileHandle {
     const ch = await this.session.channels().catch(() => undefined);
     if (!ch || ch.gen !== this.gen) return;
     try {
-      await sftpCall.close(ch.data, this.remote);
+      await sftpCall.close(this.sftp, this.remote);
     } catch (e) {
       this.error ??= new FsError(errnoOf(e), `CLOSE failed: ${(e as Error).message}`);
     }
@@ -273,12 +277,12 @@ export class FileHandle {
 
   /** READs until len bytes or EOF: a server may answer a READ short before EOF. */
   private async readFull(buf: Buffer, len: number, pos: number): Promise<number> {
-    const { ch, h } = await this.live();
+    const { ch, h, s } = await this.live();
     const max = ch.maxRead;
     // Pieces in parallel, then fill any gap a short answer left.
     const parts: Promise<number>[] = [];
-    for (let off = 0; off < len; off += max) parts.push(readAll(ch.data, h, buf, off, Math.min(max, len - off), pos + off));
-    const got = await Promise.all(parts);
+    for (let off = 0; off < len; off += max) parts.push(readAll(s, h, buf, off, Math.min(max, len - off), pos + off));
+    const got = await this.session.reading(() => Promise.all(parts));
     let total = 0;
     for (let i = 0; i < got.length; i++) {
       total += got[i];

@@ -23,6 +23,8 @@ export interface FsOptions {
   maxInFlightBytes?: number;
   /** How long an operation waits for a lost link to come back before failing with EIO (default 60 s). */
   reconnectTimeoutMs?: number;
+  /** The Mount request was abandoned: stop retrying the first connection. */
+  signal?: AbortSignal;
 }
 
 export type LinkState = 'connected' | 'reconnecting' | 'disconnected';

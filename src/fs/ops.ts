@@ -89,8 +89,9 @@ export class SftpOps {
     return path === '/' ? this.o.root : posix.join(this.o.root, path);
   }
 
+  /** For metadata requests (they go on `meta`); file handles take `data` in openRemote. */
   private ch(): Promise<Channels> {
-    return this.session.channels();
+    return this.session.channelsForMetadata();
   }
 
   private writable(): void {
@@ -531,15 +532,18 @@ export class SftpOps {
   }
 
   private async openRemote(path: string, pflags: number, reopenFlags: number, readable: boolean, attrs: { mode?: number }, op: 'open' | 'create', caller?: Caller): Promise<number> {
-    const ch = await this.ch();
+    const ch = await this.session.channels();
+    // The channel is fixed here for the handle's life (SFTP handles belong
+    // to the channel that opened them).
+    const data = ch.data;
     let remote: Buffer;
-    const opening = sftpCall.open(ch.data, this.remote(path), pflags, attrs);
+    const opening = sftpCall.open(data, this.remote(path), pflags, attrs);
     // A stat queued right behind the OPEN on the same channel (sftp-server
     // answers in order) sees the file just opened, in the same round trip:
     // after create the kernel asks for its attributes at once, and the
     // handle keeps size and mtime to recognise the file after a reconnect.
     // OPEN follows symlinks, so the identity comes from STAT.
-    const stat = (op === 'create' ? sftpCall.lstat : sftpCall.stat)(ch.data, this.remote(path));
+    const stat = (op === 'create' ? sftpCall.lstat : sftpCall.stat)(data, this.remote(path));
     stat.catch(() => undefined);
     try {
       remote = await opening;
@@ -558,14 +562,14 @@ export class SftpOps {
     if (op === 'create') {
       this.cache.added(path);
       seen = await this.finishNew(path, a, attrs.mode ?? 0o644, caller).catch(async (e) => {
-        await sftpCall.close(ch.data, remote).catch(() => undefined);
+        await sftpCall.close(data, remote).catch(() => undefined);
         throw e;
       });
       if (seen) this.cache.putOwn(path, seen);
     }
     const h = this.handles.add(
       (id) =>
-        new FileHandle(id, path, { path, reopenFlags, readable, toRemote: (p) => this.remote(p), explainWrite: (e, n) => this.why.write(e, n) }, remote, ch.gen, this.session),
+        new FileHandle(id, path, { path, reopenFlags, readable, toRemote: (p) => this.remote(p), explainWrite: (e, n) => this.why.write(e, n) }, remote, ch.gen, this.session, data),
     );
     h.pipeline.onActivity = () => this.cache.changed(h.path);
     if (seen) h.observe(seen);

@@ -26,6 +26,8 @@ export type ConnectErrorCode =
   | 'no-such-directory'
   | 'not-a-directory'
   | 'permission-denied'
+  /** An SFTP channel refused (MaxSessions) or not opened in time (a slow Subsystem); retried (retry.ts). */
+  | 'channel'
   | 'network';
 
 /** A connection failure; one of the codes of the one error type (src/errors.ts). */

@@ -5,6 +5,7 @@ import type { SFTPWrapper, Stats } from 'ssh2';
 import { ConnectError, connectSsh, type SshLink, type StepLog } from './connect';
 import { withDeadline } from './deadline';
 import { expandHome, HomePathError } from './paths';
+import { SETUP_DEADLINE_MS, openChannel, withRetry, type RetryListener } from './retry';
 import { describeTarget, type SshTarget } from './target';
 
 export interface ProbeResult {
@@ -23,13 +24,34 @@ const PERMISSION_DENIED = 3;
 const call = <T>(fn: (cb: (err: (Error & { code?: number }) | null | undefined, v: T) => void) => void) =>
   new Promise<T>((resolve, reject) => fn((err, v) => (err ? reject(err) : resolve(v))));
 
-export async function probeRemote(target: SshTarget, opts: { mkdir: boolean; log?: StepLog }, onWarn?: (m: string) => void): Promise<ProbeResult> {
-  const link = await connectSsh(target, onWarn, opts.log);
+export interface ProbeOptions {
+  mkdir: boolean;
+  log?: StepLog;
+  /** Each transient connection failure that is retried (for its info log line). */
+  onRetry?: RetryListener;
+}
+
+export async function probeRemote(target: SshTarget, opts: ProbeOptions, onWarn?: (m: string) => void): Promise<ProbeResult> {
   const where = describeTarget(target);
+  // Connection and first channel, retried as a mount's are (src/sftp/retry.ts).
+  const { link, sftp } = await withRetry(
+    async ({ remainingMs }) => {
+      const timeoutMs = Math.max(1_000, Math.min(target.connectTimeout, remainingMs));
+      const l = await connectSsh({ ...target, connectTimeout: timeoutMs }, onWarn, opts.log);
+      try {
+        return { link: l, sftp: await openChannel(l, timeoutMs, where) };
+      } catch (e) {
+        l.close();
+        throw e;
+      }
+    },
+    { deadlineMs: Math.max(SETUP_DEADLINE_MS, target.connectTimeout) },
+    opts.onRetry ?? (() => undefined),
+  );
   try {
     // The steps after the handshake get the same bound: this runs under the volume's lock.
     return await withDeadline(
-      check(link, target, opts),
+      check(link, sftp, target, opts),
       target.connectTimeout,
       () => new ConnectError(`${where} accepted the connection but did not answer SFTP requests within ${target.connectTimeout} ms: check the server's sftp subsystem and load`, 'timeout'),
     );
@@ -38,8 +60,7 @@ export async function probeRemote(target: SshTarget, opts: { mkdir: boolean; log
   }
 }
 
-async function check(link: SshLink, target: SshTarget, opts: { mkdir: boolean }): Promise<ProbeResult> {
-  const sftp = await link.openSftp();
+async function check(link: SshLink, sftp: SFTPWrapper, target: SshTarget, opts: { mkdir: boolean }): Promise<ProbeResult> {
   const where = describeTarget(target);
   const ext = link.extensionsOf(sftp);
   let dir = target.remotePath === '' ? '.' : target.remotePath;

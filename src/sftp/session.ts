@@ -4,7 +4,17 @@
 // channel (one process, one loop), so a stat queued behind 2 MiB of WRITEs
 // would wait for all of them. Metadata goes on `meta`, file handles and their
 // READ/WRITE traffic on `data` (SFTP handles belong to the channel that
-// opened them).
+// opened them, so a handle keeps using the channel it was opened on).
+//
+// Why `data` starts as `meta`: each channel is one more process on the store
+// (sftp-server, through the user's login shell), and when hundreds of hosts
+// mount at once those starts are what the store runs out of. One channel
+// serves everything correctly; the second only saves a metadata request the
+// wait behind file data. So it is opened, in the background, the first time
+// a metadata request is sent while file data is in flight on the one channel
+// (channelsForMetadata), and handles opened after that use it. If the server
+// refuses it (MaxSessions) or is slow, everything stays on one channel. A
+// container that writes its file and exits costs the store one sftp-server.
 //
 // Why a byte cap: ssh2 queues SFTP writes without limit (no backpressure), so
 // acknowledging FUSE writes as soon as they are queued needs a bound on what
@@ -13,13 +23,14 @@ import type { Logger } from 'pino';
 import type { SFTPWrapper, Stats, FileEntry, InputAttributes } from 'ssh2';
 import { TsfsError } from '../errors';
 import { connectSsh, type SshLink, type StepLog } from './connect';
-import { withDeadline } from './deadline';
+import { SETUP_DEADLINE_MS, logRetries, openChannel, withRetry } from './retry';
 import { describeTarget, hostKeyToPin, type SshTarget } from './target';
 
 export type LinkState = 'connected' | 'reconnecting' | 'disconnected';
 
 export interface Channels {
   meta: SFTPWrapper;
+  /** Where new file handles are opened: `meta` until the second channel is open. */
   data: SFTPWrapper;
   /** Extensions the server offered, e.g. `posix-rename@openssh.com`. */
   ext: Set<string>;
@@ -36,6 +47,10 @@ export interface SessionOptions {
   /** How long an operation waits for a lost link to come back before failing with EIO. */
   reconnectWaitMs?: number;
   connect?: (t: SshTarget, onWarn?: (m: string) => void, log?: StepLog) => Promise<SshLink>;
+  /** How long the first connection may keep retrying transient failures (default SETUP_DEADLINE_MS). */
+  setupDeadlineMs?: number;
+  /** dockerd gave up on the Mount: stop retrying. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -65,6 +80,8 @@ export class SftpSession {
   private closed = false;
   private waiters = new Set<Waiter>();
   private inFlight = 0;
+  /** READs of file data awaiting their answer (a stat sent now would queue behind them). */
+  private readsInFlight = 0;
   private spaceWaiters: (() => void)[] = [];
   private readonly maxInFlight: number;
   private readonly reconnectWaitMs: number;
@@ -75,6 +92,12 @@ export class SftpSession {
   lastError?: string;
   /** Times the link was lost and came back, for Status. */
   reconnects = 0;
+  /** Failed connection attempts that start() retried, for Status and the storm benchmark. */
+  setupRetries = 0;
+  /** The generation whose second channel was asked for (at most one try per connection). */
+  private dataAsked = 0;
+  private readonly setupDeadlineMs: number;
+  private readonly signal?: AbortSignal;
 
   /** What the live connection negotiated (cipher, server version), for Status. */
   get linkInfo(): SshLink['info'] {
@@ -94,32 +117,39 @@ export class SftpSession {
     this.maxInFlight = opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
     this.reconnectWaitMs = opts.reconnectWaitMs ?? DEFAULT_RECONNECT_WAIT_MS;
     this.connect = opts.connect ?? connectSsh;
+    this.setupDeadlineMs = Math.max(opts.setupDeadlineMs ?? SETUP_DEADLINE_MS, target.connectTimeout);
+    this.signal = opts.signal;
   }
 
-  /** First connection: errors (ConnectError) go to the caller, there is no retry. */
+  /**
+   * First connection, retrying transient failures (src/sftp/retry.ts) with
+   * backoff until the setup deadline; permanent ones (ConnectError) go to the
+   * caller at once.
+   */
   async start(): Promise<Channels> {
-    return this.open();
+    return withRetry(
+      ({ remainingMs }) => this.open(Math.max(1_000, Math.min(this.target.connectTimeout, remainingMs))),
+      { deadlineMs: this.setupDeadlineMs, ...(this.signal && { signal: this.signal }) },
+      logRetries(this.log, () => this.setupRetries++),
+    );
   }
 
-  private async open(): Promise<Channels> {
+  private async open(timeoutMs = this.target.connectTimeout): Promise<Channels> {
     const t0 = performance.now();
-    const link = await this.connect(this.target, (m) => this.log.warn(m), this.log);
+    this.throwIfClosed();
+    const link = await this.connect({ ...this.target, connectTimeout: timeoutMs }, (m) => this.log.warn(m), this.log);
     try {
       // close() may have run while we connected (an unmount during a
       // reconnect): this link must not outlive it or revive the session.
       this.throwIfClosed();
       // Bounded like the handshake: a link that stalls right after it must not hang the reconnect loop.
-      const [meta, data] = await withDeadline(
-        Promise.all([link.openSftp(), link.openSftp()]),
-        this.target.connectTimeout,
-        () => new TsfsError(`SFTP channels not opened within ${this.target.connectTimeout} ms`, 'timeout'),
-      );
+      const meta = await openChannel(link, timeoutMs, describeTarget(this.target));
       this.throwIfClosed();
       const ext = link.extensionsOf(meta);
-      for (const s of [meta, data]) adaptToServer(s, ext);
-      const lim = data as unknown as { _maxReadLen: number; _maxWriteLen: number };
-      const ch: Channels = { meta, data, ext, gen: ++this.gen, maxRead: lim._maxReadLen, maxWrite: lim._maxWriteLen };
-      this.log.debug({ step: 'sftp', ms: Math.round((performance.now() - t0) * 10) / 10, extensions: [...ext], maxRead: ch.maxRead, maxWrite: ch.maxWrite }, 'SFTP channels open');
+      adaptToServer(meta, ext);
+      const lim = meta as unknown as { _maxReadLen: number; _maxWriteLen: number };
+      const ch: Channels = { meta, data: meta, ext, gen: ++this.gen, maxRead: lim._maxReadLen, maxWrite: lim._maxWriteLen };
+      this.log.debug({ step: 'sftp', ms: Math.round((performance.now() - t0) * 10) / 10, extensions: [...ext], maxRead: ch.maxRead, maxWrite: ch.maxWrite }, 'SFTP channel open');
       // Volumes arrive pinned (src/volume.ts); a target without a pin still
       // keeps its first key in memory for the reconnects.
       const pin = hostKeyToPin(this.target, link.hostKey);
@@ -134,11 +164,7 @@ export class SftpSession {
       const onDown = (why: string) => this.lost(ch, why);
       link.client.once('close', () => onDown('connection closed'));
       link.client.on('error', (e: Error) => onDown(e.message));
-      for (const c of [meta, data]) {
-        c.once('close', () => onDown('SFTP channel closed'));
-        // Without a listener an 'error' event (e.g. a malformed packet) throws and takes the daemon down.
-        c.on('error', (e: Error) => onDown(`SFTP channel error: ${e.message}`));
-      }
+      this.watchChannel(ch, meta);
       for (const w of this.waiters) {
         clearTimeout(w.timer);
         w.resolve(ch);
@@ -153,6 +179,56 @@ export class SftpSession {
 
   private throwIfClosed(): void {
     if (this.closed) throw new LinkDownError('the filesystem is unmounting');
+  }
+
+  /** A channel's end is the link's: reconnect. Without an 'error' listener a malformed packet throws and takes the daemon down. */
+  private watchChannel(ch: Channels, c: SFTPWrapper): void {
+    c.once('close', () => this.lost(ch, 'SFTP channel closed'));
+    c.on('error', (e: Error) => this.lost(ch, `SFTP channel error: ${e.message}`));
+  }
+
+  /** The live channels for a metadata request; asks for the data channel if file data is in flight on the one channel. */
+  async channelsForMetadata(): Promise<Channels> {
+    const ch = await this.channels();
+    if (ch.data === ch.meta && (this.inFlight > 0 || this.readsInFlight > 0)) this.ensureDataChannel(ch);
+    return ch;
+  }
+
+  /** Count a file-data READ until it is answered (see channelsForMetadata). */
+  async reading<T>(fn: () => Promise<T>): Promise<T> {
+    this.readsInFlight++;
+    try {
+      return await fn();
+    } finally {
+      this.readsInFlight--;
+    }
+  }
+
+  /**
+   * Open the second (data) channel in the background, once per connection.
+   * Handles opened meanwhile stay on `meta`; if the channel cannot be opened
+   * the connection keeps working on one channel.
+   */
+  ensureDataChannel(ch: Channels): void {
+    if (this.current !== ch || this.dataAsked === ch.gen || ch.data !== ch.meta) return;
+    this.dataAsked = ch.gen;
+    const link = this.link;
+    if (!link) return;
+    openChannel(link, this.target.connectTimeout, describeTarget(this.target)).then(
+      (data) => {
+        if (this.current !== ch) {
+          data.end();
+          return;
+        }
+        adaptToServer(data, ch.ext);
+        ch.data = data;
+        this.watchChannel(ch, data);
+        this.log.debug('second SFTP channel open: file data goes there');
+      },
+      (e: Error) => {
+        if (this.current === ch) this.log.info({ err: e.message }, 'second SFTP channel not opened: file data shares the metadata channel');
+      },
+    );
   }
 
   private lost(ch: Channels, why: string): void {

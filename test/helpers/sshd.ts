@@ -42,6 +42,8 @@ export interface SshdOptions {
   port?: number;
   /** Further public key files the server accepts, in place before it listens. */
   authorize?: string[];
+  /** sshd's MaxSessions (channels per connection); default 64. */
+  maxSessions?: number;
 }
 
 export async function freePort(): Promise<number> {
@@ -65,7 +67,7 @@ export function fingerprint(pubKeyPath: string): string {
   return execFileSync('ssh-keygen', ['-l', '-E', 'sha256', '-f', pubKeyPath]).toString().split(' ')[1];
 }
 
-async function waitForPort(host: string, port: number, proc: ChildProcess, stderr: () => string): Promise<void> {
+export async function waitForPort(host: string, port: number, proc: ChildProcess, stderr: () => string): Promise<void> {
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
     if (proc.exitCode !== null) throw new Error(`sshd exited with ${proc.exitCode}: ${stderr()}`);
@@ -111,7 +113,7 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
       'UsePAM no',
       'StrictModes no',
       'LogLevel ERROR',
-      'MaxSessions 64',
+      `MaxSessions ${opts.maxSessions ?? 64}`,
       `MaxStartups ${opts.maxStartups ?? '100:30:200'}`,
       // internal-sftp is OpenSSH's sftp-server code run inside sshd: an
       // external sftp-server is started through the user's login shell, and
@@ -183,7 +185,7 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
 }
 
 /** Every process below `pid` (sshd's per-connection monitor and its privilege-separated child). */
-function descendants(pid: number): number[] {
+export function descendants(pid: number): number[] {
   const parentOf = new Map<number, number>();
   for (const e of readdirSync('/proc')) {
     if (!/^\d+$/.test(e)) continue;

@@ -182,6 +182,14 @@ export class FakeSession {
     this.gen++;
   }
 
+  channelsForMetadata(): Promise<Channels> {
+    return this.channels();
+  }
+
+  reading<T>(f: () => Promise<T>): Promise<T> {
+    return f();
+  }
+
   async reserve(): Promise<void> {}
   release(): void {}
   idempotent<T>(f: () => Promise<T>): Promise<T> {

@@ -2,6 +2,7 @@
 // reopen after a reconnect, what fsync and close report.
 import { describe, expect, it } from 'vitest';
 import { FileHandle } from '../../src/fs/handles';
+import type { SFTPWrapper } from 'ssh2';
 import type { SftpSession } from '../../src/sftp/session';
 import { FakeSession, FakeSftp } from './fake-sftp';
 
@@ -12,7 +13,7 @@ async function opened(content: Buffer, mtime = 100) {
   sftp.files.set('/r/f', { data: content, mtime, mode: 0o100644 });
   const session = new FakeSession(sftp);
   sftp.handles.set('h0', '/r/f');
-  const h = new FileHandle(1, '/f', { path: '/f', reopenFlags: 3, readable: true, toRemote: (p) => `/r${p}` }, Buffer.from('h0'), 1, session as unknown as SftpSession);
+  const h = new FileHandle(1, '/f', { path: '/f', reopenFlags: 3, readable: true, toRemote: (p) => `/r${p}` }, Buffer.from('h0'), 1, session as unknown as SftpSession, sftp as unknown as SFTPWrapper);
   h.observe({ size: content.length, mtime });
   return { sftp, session, h };
 }
