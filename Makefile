@@ -2,6 +2,7 @@
 #   make demo            one-command tour (throwaway sshd, plugin, 8-container array job)
 #   make test            everything the CI runs (unit, integration and Docker end-to-end)
 #   make all enable      build the plugin from this tree and enable it as $(PLUGIN_NAME):$(PLUGIN_TAG)
+#   make storm           N = 64, 128, 256 volumes mounted at once against a stock sshd (benchmark)
 PLUGIN_NAME ?= tsfs
 PLUGIN_TAG ?= latest
 PLUGIN := $(PLUGIN_NAME):$(PLUGIN_TAG)
@@ -17,7 +18,7 @@ PLUGIN_DIR ?= ./plugin
 # resolve it on a registry, which an offline machine cannot reach.
 export DOCKER_BUILDKIT ?= 0
 
-.PHONY: all clean rootfs create enable disable push test demo offline-base deps clean-images
+.PHONY: all clean rootfs create enable disable push test demo offline-base deps clean-images storm
 
 all: clean rootfs create
 
@@ -74,6 +75,11 @@ test: deps
 	npm run build
 	npm run typecheck
 	npm test
+
+# Many volumes mounted at once against a stock sshd (docs/scaling.md): a
+# benchmark, not a test; one at a time on a shared machine.
+storm:
+	flock /tmp/tsfs-bench.lock npm run storm
 
 demo:
 	@scripts/ensure-deps.sh packages node dockerd base

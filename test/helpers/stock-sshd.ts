@@ -38,8 +38,12 @@ export interface StockSshd {
   gate: { started: string; open(): void };
   /** sshd_config lines that differ from Debian's stock file. */
   changes: string[];
-  /** The listener's descendants (per-connection sshd, shells, sftp-server) and their summed RSS. */
-  storeProcesses(): { count: number; sftpServers: number; rssKiB: number };
+  /**
+   * The listener's descendants (per-connection sshd, shells, sftp-server),
+   * their summed RSS, and summed PSS (shared pages split between the
+   * processes sharing them, so per-volume figures do not count libc N times).
+   */
+  storeProcesses(): { count: number; sftpServers: number; rssKiB: number; pssKiB: number };
   stop(): Promise<void>;
   remove(): void;
 }
@@ -135,6 +139,7 @@ export async function startStockSshd(opts: StockSshdOptions = {}): Promise<Stock
     changes,
     storeProcesses() {
       let rssKiB = 0;
+      let pssKiB = 0;
       let sftpServers = 0;
       const pids = descendants(proc.pid!);
       for (const p of pids) {
@@ -142,11 +147,12 @@ export async function startStockSshd(opts: StockSshdOptions = {}): Promise<Stock
           const status = readFileSync(`/proc/${p}/status`, 'utf8');
           rssKiB += Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
           if (/^Name:\s+sftp-server/m.test(status)) sftpServers++;
+          pssKiB += Number(/^Pss:\s+(\d+)/m.exec(readFileSync(`/proc/${p}/smaps_rollup`, 'utf8'))?.[1] ?? 0);
         } catch {
           /* gone */
         }
       }
-      return { count: pids.length, sftpServers, rssKiB };
+      return { count: pids.length, sftpServers, rssKiB, pssKiB };
     },
     async stop() {
       if (proc.exitCode !== null || proc.signalCode !== null) return;

@@ -22,7 +22,7 @@ export interface StormResult {
   retries: number;
   mountMs: { p50: number; p99: number; max: number };
   /** On the store, while all volumes were mounted and written. */
-  store: { processes: number; sftpServers: number; rssKiB: number; mounted: number };
+  store: { processes: number; sftpServers: number; rssKiB: number; pssKiB: number; mounted: number };
 }
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -106,6 +106,6 @@ export async function runStorm(d: DaemonProc, sshd: StockSshd, n: number, opts: 
     wallMs,
     retries,
     mountMs: { p50: quantile(mountMs, 0.5), p99: quantile(mountMs, 0.99), max: quantile(mountMs, 1) },
-    store: { processes: procs.count, sftpServers: procs.sftpServers, rssKiB: procs.rssKiB, mounted: mounted.size },
+    store: { processes: procs.count, sftpServers: procs.sftpServers, rssKiB: procs.rssKiB, pssKiB: procs.pssKiB, mounted: mounted.size },
   };
 }
