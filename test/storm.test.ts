@@ -4,7 +4,9 @@
 // drops must be retried, and errors that are answers (wrong key, wrong host
 // key, no such host, closed port) must fail at once with their message.
 import { createConnection, type Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
+import { open, stat, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -134,6 +136,56 @@ describe('a Mount that dockerd abandons', () => {
     expect(isMounted(m.json.Mountpoint as string)).toBe(true);
     expect((await d.call('/VolumeDriver.Unmount', { Name, ID: 'kept' })).status).toBe(200);
     expect(isMounted(m.json.Mountpoint as string)).toBe(false);
+  });
+});
+
+describe('the second SFTP channel', () => {
+  let sshd: StockSshd;
+  let d: DaemonProc;
+  beforeAll(async () => {
+    sshd = await startStockSshd({ subsystemCpuMs: 0 });
+    d = await startDaemon();
+  });
+  afterAll(async () => {
+    await d?.stop();
+    if (d) removeDaemonDir(d.dir);
+    await sshd?.stop();
+    sshd?.remove();
+  });
+
+  it('opens when a lookup meets file data in flight; files written before and after the switch are intact', async () => {
+    const Name = 'twochannels';
+    const Opts = { sshcmd: `${sshd.user}@${sshd.host}:${sshd.storeDir}`, port: String(sshd.port), IdentityFile: sshd.userKeyPath };
+    expect((await d.call('/VolumeDriver.Create', { Name, Opts })).status).toBe(200);
+    const m = await d.call('/VolumeDriver.Mount', { Name, ID: 'c' });
+    const mp = m.json.Mountpoint as string;
+    // A file written alone: one channel serves it.
+    const small = randomBytes(256 * 1024);
+    await writeFile(join(mp, 'small'), small);
+    expect(sshd.storeProcesses().sftpServers).toBe(1);
+    // A large write with lookups of new names beside it (the daemon serves the mount, not this process).
+    const big = randomBytes(1024 * 1024);
+    const fh = await open(join(mp, 'big'), 'w');
+    let chunks = 0;
+    try {
+      for (; chunks < 256 && sshd.storeProcesses().sftpServers < 2; chunks++) {
+        await Promise.all([fh.write(big, 0, big.length, chunks * big.length), stat(join(mp, `absent-${chunks}`)).catch(() => undefined)]);
+      }
+      // Handles opened before the switch stay on their channel; this one goes on the new one.
+      const after = randomBytes(512 * 1024);
+      await writeFile(join(mp, 'after'), after);
+      for (let i = 0; i < 4; i++, chunks++) await fh.write(big, 0, big.length, chunks * big.length);
+      await fh.close();
+      expect(sshd.storeProcesses().sftpServers).toBe(2);
+      expect(readFileSync(join(sshd.storeDir, 'small')).equals(small)).toBe(true);
+      expect(readFileSync(join(sshd.storeDir, 'after')).equals(after)).toBe(true);
+      const onStore = readFileSync(join(sshd.storeDir, 'big'));
+      expect(onStore.length).toBe(chunks * big.length);
+      for (let i = 0; i < chunks; i++) expect(onStore.subarray(i * big.length, (i + 1) * big.length).equals(big), `chunk ${i}`).toBe(true);
+    } finally {
+      await fh.close().catch(() => undefined);
+      await d.call('/VolumeDriver.Unmount', { Name, ID: 'c' });
+    }
   });
 });
 
