@@ -1,6 +1,9 @@
 // Daemon settings from the environment (the plugin's config.json `Env`, or
-// `docker plugin set`). Parsed once at start; a bad value stops the daemon
-// with a message naming the variable, before anything listens.
+// `docker plugin set`). Parsed once at start. A bad value never stops the
+// daemon: dockerd would then report only "dial unix ... no such file" from
+// `docker plugin enable`, naming neither the setting nor the value. Each bad
+// one falls back to its default and becomes a warning, which main() logs and
+// the driver shows in every volume's Status until the setting is fixed.
 import { isAbsolute } from 'node:path';
 import { z } from 'zod';
 
@@ -44,21 +47,30 @@ export interface Config {
   sshDir: string;
   logLevel: (typeof LEVELS)[number];
   logFormat: LogFormat;
+  /** One line per bad setting that was replaced by its default: names the variable, the value and the default used. */
+  warnings: string[];
 }
 
-export class ConfigError extends Error {
-  override name = 'ConfigError';
-}
+type Env = z.infer<typeof EnvSchema>;
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   // Docker passes declared-but-unset variables as empty strings: treat as unset.
-  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''));
+  const present: Record<string, string> = Object.fromEntries(
+    Object.entries(env).filter((kv): kv is [string, string] => kv[1] !== undefined && kv[1] !== ''),
+  );
+  const warnings: string[] = [];
   const r = EnvSchema.safeParse(present);
   if (!r.success) {
-    const lines = r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
-    throw new ConfigError(`invalid tsfs settings: ${lines.join('; ')}`);
+    // Drop each bad variable so its default applies, and say so.
+    for (const key of new Set(r.error.issues.map((i) => String(i.path[0])))) {
+      const msg = r.error.issues.find((i) => i.path[0] === key)?.message ?? 'invalid';
+      const shown = JSON.stringify(present[key]!.length > 64 ? present[key]!.slice(0, 64) + '...' : present[key]);
+      const dflt = (EnvSchema.shape as Record<string, z.ZodType>)[key]!.parse(undefined);
+      warnings.push(`${key}=${shown} is not valid (${msg}): using the default ${JSON.stringify(dflt)}; fix it with docker plugin set <alias> ${key}=...`);
+      delete present[key];
+    }
   }
-  const e = r.data;
+  const e: Env = EnvSchema.parse(present);
   const debug = e.DEBUG === '1' || e.DEBUG === 'true';
   return {
     socket: e.TSFS_SOCKET,
@@ -67,5 +79,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sshDir: e.TSFS_SSH_DIR,
     logLevel: debug && present.LOG_LEVEL === undefined ? 'debug' : e.LOG_LEVEL,
     logFormat: e.LOG_FORMAT,
+    warnings,
   };
 }

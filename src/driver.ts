@@ -24,6 +24,8 @@ export interface DriverDeps {
   probe?: Probe;
   /** Finding and detaching dead FUSE mounts; injectable only for unit tests. */
   stale?: StaleMounts;
+  /** Bad plugin settings replaced by their defaults (config.ts): shown in every volume's Status. */
+  settingsWarnings?: string[];
 }
 
 export interface StaleMounts {
@@ -228,7 +230,11 @@ export class Driver implements VolumeDriver {
   }
 
   private describe(v: Volume): ApiVolume {
-    return { Name: v.name, Mountpoint: v.mountpoint, CreatedAt: v.snapshot().createdAt, Status: v.status() };
+    const warnings = this.deps.settingsWarnings ?? [];
+    return {
+      Name: v.name, Mountpoint: v.mountpoint, CreatedAt: v.snapshot().createdAt,
+      Status: { ...v.status(), ...(warnings.length > 0 && { plugin_settings: warnings }) },
+    };
   }
 
   private mustGet(name: string): Volume {
@@ -264,5 +270,53 @@ export class Driver implements VolumeDriver {
       if (this.locks.get(name) === tail) this.locks.delete(name);
     });
     return cur;
+  }
+}
+
+/**
+ * What a daemon answers when another one holds its state directory
+ * (state.ts): every volume operation fails with why and the fix. Its volumes
+ * are the other daemon's, and an empty or stale list would make dockerd
+ * forget them, or let `docker run -v name:/x` quietly create a local volume
+ * of the same name. Activate and Capabilities still answer, so that
+ * `docker plugin enable` succeeds and the message reaches the user.
+ */
+export class StateDirBusyDriver implements VolumeDriver {
+  readonly message: string;
+
+  constructor(stateDir: string, holder: string) {
+    this.message =
+      `this tsfs instance is not serving volumes: its state directory (${stateDir} in the plugin, the host directory ` +
+      `of its state.source setting) is in use by another tsfs instance (${holder}); two instances on one state ` +
+      `directory overwrite each other's volumes. Give each instance its own: docker plugin disable <alias>; ` +
+      `docker plugin set <alias> state.source=/another/dir; docker plugin enable <alias>`;
+  }
+
+  private refuse(): never {
+    throw new DriverError(this.message, 'state-dir-busy');
+  }
+  async create(): Promise<void> {
+    this.refuse();
+  }
+  async remove(): Promise<void> {
+    this.refuse();
+  }
+  async mount(): Promise<MountResponse> {
+    this.refuse();
+  }
+  async unmount(): Promise<void> {
+    this.refuse();
+  }
+  async path(): Promise<PathResponse> {
+    this.refuse();
+  }
+  async get(): Promise<GetResponse> {
+    this.refuse();
+  }
+  async list(): Promise<ListResponse> {
+    this.refuse();
+  }
+  capabilities(): CapabilitiesResponse {
+    return { Capabilities: { Scope: 'local' } };
   }
 }

@@ -8,14 +8,16 @@ import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { makeApp } from './api/server';
 import { loadConfig, type Config } from './config';
-import { Driver } from './driver';
+import type { VolumeDriver } from './api/protocol';
+import { Driver, StateDirBusyDriver } from './driver';
 import type { MountFs } from './fs/index';
 import { makeLogger } from './log';
 import { DAEMON_NODE_FLAGS, missingNodeFlags } from './node-flags';
 import { StateStore } from './state';
 
 export interface Daemon {
-  driver: Driver;
+  /** A StateDirBusyDriver when another daemon holds the state directory. */
+  driver: VolumeDriver;
   server: Server;
   /** Settles when background restoring is done. */
   restored: Promise<void>;
@@ -48,22 +50,38 @@ export async function startDaemon(config: Config, log: Logger, mountFs: MountFs 
     () => undefined,
   );
   const store = new StateStore(config.stateDir);
-  const { state, quarantined } = await store.load();
-  if (quarantined) {
-    log.error({ movedTo: quarantined.path, reason: quarantined.reason }, 'state file unreadable: moved it aside and started with no volumes');
+  const held = await store.lock();
+  let driver: Driver | StateDirBusyDriver;
+  let volumes = 0;
+  if (held.locked) {
+    const { state, quarantined } = await store.load().catch((e: unknown) => {
+      held.lock.release();
+      throw e;
+    });
+    if (quarantined) {
+      log.error({ movedTo: quarantined.path, reason: quarantined.reason }, 'state file unreadable: moved it aside and started with no volumes');
+    }
+    await mkdir(config.mountRoot, { recursive: true, mode: 0o755 });
+    driver = new Driver({ mountRoot: config.mountRoot, sshDir: config.sshDir, store, log, mountFs, settingsWarnings: config.warnings }, state.volumes);
+    volumes = state.volumes.length;
+  } else {
+    // Not an exit: dockerd would then fail `docker plugin enable` with a bare "dial unix ... no such file".
+    driver = new StateDirBusyDriver(config.stateDir, held.holder);
+    log.error({ stateDir: config.stateDir, holder: held.holder }, driver.message);
   }
-  await mkdir(config.mountRoot, { recursive: true, mode: 0o755 });
-  const driver = new Driver({ mountRoot: config.mountRoot, sshDir: config.sshDir, store, log, mountFs }, state.volumes);
   const server = createServer(SERVER_LIMITS, makeApp(driver, log)).listen(config.socket);
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
     server.once('error', reject);
+  }).catch((e: unknown) => {
+    if (held.locked) held.lock.release();
+    throw e;
   });
   // Queued before any request can be served, so a Mount that arrives now waits behind its volume's restore.
-  const restored = driver.restoreAll();
+  const restored = driver instanceof Driver ? driver.restoreAll() : Promise.resolve();
   // dockerd runs as root; nobody else needs the socket.
   await chmod(config.socket, 0o660).catch(() => undefined);
-  log.info({ socket: config.socket, volumes: state.volumes.length, stateDir: config.stateDir, mountRoot: config.mountRoot }, 'listening');
+  log.info({ socket: config.socket, volumes, stateDir: config.stateDir, mountRoot: config.mountRoot, serving: held.locked }, 'listening');
   // Warm the modules the first Create/Mount needs, now that dockerd can reach us.
   void Promise.all([import('./fs/index'), import('./sftp/probe')]).catch((e: Error) => log.error({ err: e.message }, 'cannot load the SFTP filesystem'));
 
@@ -73,22 +91,19 @@ export async function startDaemon(config: Config, log: Logger, mountFs: MountFs 
       server.close();
       // In-flight requests (a Mount mid-connect) may finish; idle keep-alive connections go now.
       server.closeIdleConnections();
-      await driver.shutdown();
+      if (driver instanceof Driver) await driver.shutdown();
       await unlink(config.socket).catch(() => undefined);
+      // Last: the state is saved, another daemon may take the directory now.
+      if (held.locked) held.lock.release();
     })());
   return { driver, server, restored, stop };
 }
 
 /** Run the daemon from the environment; `mountFs` is replaceable only for tests' marker mounter. */
 export async function main(mountFs: MountFs = lazyMountSftpFs): Promise<void> {
-  let config: Config;
-  try {
-    config = loadConfig();
-  } catch (e) {
-    process.stderr.write(`tsfs: ${(e as Error).message}\n`);
-    process.exit(2);
-  }
+  const config: Config = loadConfig();
   const log = makeLogger(config.logLevel, undefined, config.logFormat);
+  for (const w of config.warnings) log.warn({ setting: w.split('=')[0] }, `bad plugin setting: ${w}`);
   const missing = missingNodeFlags();
   if (missing.length > 0) {
     log.warn({ missing, expected: `node ${DAEMON_NODE_FLAGS.join(' ')} dist/main.js` }, 'started without the node flags tsfs needs: reads and writes may run at half speed (V8 mark-compact storms)');

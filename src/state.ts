@@ -2,7 +2,18 @@
 // (temp file, fsync, rename, then fsync of the directory) at 0600 in a 0700
 // directory because it holds passwords needed to remount after a restart.
 // Key material is never stored, only key paths.
+//
+// One daemon per state directory: each writes the whole file from its own
+// memory, so two (say tsfs:1 and tsfs:2 left on the default state.source)
+// would overwrite each other's volumes on every save. The first one takes an
+// exclusive flock(2) on TSFS_STATE_DIR/tsfs.lock for as long as it runs; the
+// kernel drops it when the process dies however it dies, so a crash never
+// leaves a stale lock behind (a pid file or mkdir lock would). Node has no
+// flock, hence fs-ext (a small nan binding, pinned).
+import { closeSync, constants as fsc, openSync, readFileSync, writeSync, ftruncateSync } from 'node:fs';
 import { mkdir, chmod, readFile, rename, open } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { flockSync } from 'fs-ext';
 import { join } from 'node:path';
 import writeFileAtomic from 'write-file-atomic';
 import { z } from 'zod';
@@ -10,6 +21,14 @@ import { MAX_DEAD_LINK_SECONDS, isVolumeName } from './options';
 
 export const STATE_VERSION = 2;
 export const STATE_FILE = 'tsfs.json';
+export const LOCK_FILE = 'tsfs.lock';
+
+/** The open lock file; closing it releases the lock. */
+export interface StateLock {
+  release(): void;
+}
+
+export type LockResult = { locked: true; lock: StateLock } | { locked: false; holder: string };
 
 /** The options, as the user gave them to `docker volume create -o`: option=value strings. */
 const OptsSchema = z.record(z.string(), z.string());
@@ -132,10 +151,51 @@ export class StateStore {
     this.file = join(dir, STATE_FILE);
   }
 
-  /** Never throws for a bad file: the daemon must start anyway, so the file is moved aside. */
-  async load(): Promise<LoadResult> {
+  /**
+   * Take the directory for this process, before load(): the answer says who
+   * holds it when another daemon does (what that one wrote in the lock file).
+   */
+  async lock(): Promise<LockResult> {
+    await this.ensureDir();
+    const file = join(this.dir, LOCK_FILE);
+    const fd = openSync(file, fsc.O_RDWR | fsc.O_CREAT, 0o600);
+    try {
+      flockSync(fd, 'exnb');
+    } catch (e) {
+      closeSync(fd);
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN' && (e as NodeJS.ErrnoException).code !== 'EWOULDBLOCK') throw e;
+      let holder = '';
+      try {
+        holder = readFileSync(file, 'utf8').trim();
+      } catch {
+        /* unreadable: the holder stays unnamed */
+      }
+      return { locked: false, holder: holder || 'another tsfs daemon' };
+    }
+    // Who holds it, for the message the refused one gives (libuv opens files close-on-exec: no child inherits the lock).
+    const who = `tsfs daemon pid ${process.pid} on host ${hostname()}, since ${new Date().toISOString()}`;
+    ftruncateSync(fd, 0);
+    writeSync(fd, who + '\n', 0);
+    let open = true;
+    return {
+      locked: true,
+      lock: {
+        release: () => {
+          if (open) closeSync(fd);
+          open = false;
+        },
+      },
+    };
+  }
+
+  private async ensureDir(): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     await chmod(this.dir, 0o700);
+  }
+
+  /** Never throws for a bad file: the daemon must start anyway, so the file is moved aside. */
+  async load(): Promise<LoadResult> {
+    await this.ensureDir();
     let text: string;
     try {
       text = await readFile(this.file, 'utf8');

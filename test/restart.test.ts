@@ -128,9 +128,21 @@ describe('restart', () => {
     expect(JSON.parse(readFileSync(join(d.stateDir, 'tsfs.json'), 'utf8')).volumes[0].name).toBe('fresh');
   });
 
-  it('a bad setting stops the daemon at start with a message naming it', async () => {
-    await expect(startDaemon({ marker: true, env: { LOG_LEVEL: 'loud' } })).rejects.toThrow(/daemon exited with 2: tsfs: invalid tsfs settings: LOG_LEVEL: LOG_LEVEL must be one of fatal, error/);
-    await expect(startDaemon({ marker: true, env: { TSFS_STATE_DIR: 'relative/dir' } })).rejects.toThrow(/TSFS_STATE_DIR must be an absolute path/);
+  it('a bad setting does not stop the daemon: it starts with the default, warns, and every volume says so', async () => {
+    // LOG_LEVEL=verbose used to exit at start: `docker plugin enable` then failed with "dial unix ... no such file".
+    await restart({ LOG_LEVEL: 'verbose' });
+    const warning = 'LOG_LEVEL="verbose" is not valid (LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent): using the default "info"';
+    const line = d.logLines().find((l) => String(l.msg).startsWith('bad plugin setting'));
+    expect(line).toMatchObject({ level: 'warn', setting: 'LOG_LEVEL' });
+    expect(String(line?.msg)).toContain(warning);
+    expect(d.logLines().some((l) => l.msg === 'listening')).toBe(true);
+    const vols = (await call('/VolumeDriver.List', {})).json.Volumes as { Name: string; Status: Record<string, unknown> }[];
+    expect(vols.length).toBeGreaterThan(0);
+    for (const v of vols) expect(v.Status.plugin_settings).toEqual([expect.stringContaining(warning)]);
+    expect((await status(vols[0]!.Name)).plugin_settings).toEqual([expect.stringContaining(warning)]);
+    // Fixed: the warning goes away.
+    await restart();
+    expect((await call('/VolumeDriver.List', {})).json.Volumes).toSatisfy((vs: { Status: Record<string, unknown> }[]) => vs.every((v) => !('plugin_settings' in v.Status)));
   });
 
   it('the password appears nowhere but the state file: not in logs, answers, or other files', async () => {
