@@ -267,7 +267,9 @@ export class SftpOps {
     const { meta, ext } = await this.ch();
     const at = attrsOf(a);
     const remote = this.remote(path);
-    if (caller && this.canChown !== false && (!link || ext.has('lsetstat@openssh.com'))) {
+    // With uid=/gid= the mount shows one fixed owner; the store keeps the SSH user's.
+    const mapped = this.o.uid !== undefined || this.o.gid !== undefined;
+    if (caller && !mapped && this.canChown !== false && (!link || ext.has('lsetstat@openssh.com'))) {
       // A setgid parent gives its group to new entries (the server did so already).
       const parent = await this.attrs(posix.dirname(path)).catch(() => undefined);
       const gid = parent && parent.mode & S_ISGID ? at.gid : caller.gid;
@@ -334,7 +336,7 @@ export class SftpOps {
       throw await this.why.failure(e, path, 'link');
     }
     this.cache.added(path);
-    if (caller && this.canChown !== false) {
+    if (caller && this.canChown !== false && this.o.uid === undefined && this.o.gid === undefined) {
       await this.finishNew(path, await sftpCall.lstat(meta, this.remote(path)).catch(() => undefined), 0o777, caller, true);
     }
   }

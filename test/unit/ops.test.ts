@@ -6,13 +6,13 @@ import { SftpOps } from '../../src/fs/ops';
 import type { SftpSession } from '../../src/sftp/session';
 import { FakeSession, FakeSftp } from './fake-sftp';
 
-function setup(root = '/r') {
+function setup(root = '/r', mapped: { uid?: number; gid?: number } = {}) {
   const sftp = new FakeSftp();
   sftp.files.set(root, { data: Buffer.alloc(0), mtime: 1, mode: 0o40777, uid: 0, gid: 0 });
   const session = new FakeSession(sftp);
   const lines: string[] = [];
   const log = pino({ level: 'info' }, { write: (l: string) => lines.push(l) });
-  const ops = new SftpOps(session as unknown as SftpSession, { root, readOnly: false, cacheTtlMs: 20_000, log });
+  const ops = new SftpOps(session as unknown as SftpSession, { root, readOnly: false, cacheTtlMs: 20_000, log, ...mapped });
   return { sftp, session, ops, lines };
 }
 
@@ -67,6 +67,12 @@ describe('new files belong to their creator when the SSH user may chown', () => 
     sftp.umask = 0;
     await ops.release('/f', await ops.create('/f', 0o666, 0o101, { ...USER, umask: 0o027 }));
     expect(own(sftp.files.get('/r/f'))?.mode).toBe('640');
+  });
+
+  it('with uid=/gid= (one owner shown for every file) nothing is chowned on the store', async () => {
+    const { sftp, ops } = setup('/r', { uid: 1000, gid: 1000 });
+    await ops.release('/f', await ops.create('/f', 0o644, 0o101, USER));
+    expect(sftp.calls.filter((c) => c.includes('"uid"'))).toEqual([]);
   });
 
   it('without a caller (binding without callerContext) nothing is chowned', async () => {
