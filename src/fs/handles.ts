@@ -46,6 +46,8 @@ export class FileHandle {
   private seen?: Identity;
   private changedSince = false;
   private minSize = 0;
+  /** Written or truncated since the last takeChanged(): flush/release must drop the file's cached attributes. */
+  private changedForCache = false;
 
   constructor(
     readonly id: number,
@@ -69,6 +71,13 @@ export class FileHandle {
 
   get writesPending(): boolean {
     return this.pipeline.pending > 0;
+  }
+
+  /** Whether this handle changed the file since the last call (and forget it). */
+  takeChanged(): boolean {
+    const c = this.changedForCache;
+    this.changedForCache = false;
+    return c;
   }
 
   /** Record the file's attributes as seen now (at open, or from an fstat). */
@@ -137,6 +146,7 @@ export class FileHandle {
     }
     this.unsyncedGen ??= ch.gen;
     this.changedSince = true;
+    this.changedForCache = true;
     this.minSize = Math.max(this.minSize, pos + len);
     // One SFTP WRITE per piece of at most maxWrite: ssh2 copies the first
     // maxWrite bytes into its packet synchronously but would read the rest
@@ -199,6 +209,7 @@ export class FileHandle {
     const { h, s } = await this.live();
     await sftpCall.fsetstat(s, h, { size });
     this.changedSince = true;
+    this.changedForCache = true;
     this.minSize = size;
   }
 

@@ -601,7 +601,7 @@ export class SftpOps {
   async flush(path: string, fd: number): Promise<void> {
     const h = this.handle(fd);
     await h.settle();
-    this.cache.invalidate(path);
+    if (h.takeChanged()) this.cache.invalidate(path);
     if (h.error) throw h.error;
   }
 
@@ -620,7 +620,10 @@ export class SftpOps {
     if (!h) return;
     this.handles.delete(fd);
     await h.close();
-    this.cache.invalidate(path);
+    // Only a handle that changed the file: RELEASE arrives asynchronously,
+    // after close(2) has returned, and dropping a read-only file's entry then
+    // can undo what a later link or listing learnt (its link count).
+    if (h.takeChanged()) this.cache.invalidate(path);
     if (h.error) throw h.error;
   }
 

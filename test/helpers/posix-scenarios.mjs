@@ -420,6 +420,18 @@ const scenarios = {
     step('after utimes', () => { fs.utimesSync(P('b'), 1000000000, 1000000000); return [N('a'), N('b')]; });
     step('after rename', () => { fs.renameSync(P('b'), P('c')); return [N('a'), N('c')]; });
     step('after a write', () => { fs.appendFileSync(P('c'), 'more'); return [N('a'), N('c')]; });
+    // A just-closed file linked at once: its RELEASE, which the kernel sends
+    // after close(2) returned, must not make the first name fall back to 1.
+    step('write, close, link, stat, 100 times', () => {
+      fs.mkdirSync(P('many'));
+      let wrong = 0;
+      for (let i = 0; i < 100; i++) {
+        fs.writeFileSync(P('many', `a${i}`), 'x');
+        fs.linkSync(P('many', `a${i}`), P('many', `b${i}`));
+        if (fs.statSync(P('many', `a${i}`)).nlink !== 2 || fs.statSync(P('many', `b${i}`)).nlink !== 2) wrong++;
+      }
+      return { wrong };
+    });
   },
 
   // chown and utimes of a symlink itself (lchown, lutimes) never touch its target.
