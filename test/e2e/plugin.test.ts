@@ -195,6 +195,15 @@ describe('containers sharing a volume', () => {
     // ... and a plain bind mount of a symlink to it (AWS Batch's host volume) works.
     symlinkSync(hostPath, join(work, 'batch-link'));
     expect(await dockerRun(['-v', `${join(work, 'batch-link')}:/storage`], ['cat', '/storage/b.txt'])).toBe('from-b\n');
+    // Status counters (docker volume inspect) move by what a container writes.
+    const counters = async () => JSON.parse(await docker('volume', 'inspect', '-f', '{{json .Status}}', vol)) as { bytes_written: number; operations_by_type: Record<string, number>; cipher: string; rtt_ms?: number };
+    const before = await counters();
+    expect(before.bytes_written).toBeGreaterThanOrEqual('from-a\n'.length + 'from-b\n'.length);
+    expect(before.cipher).toBe('aes128-gcm@openssh.com');
+    await docker('exec', a, 'sh', '-c', 'head -c 100000 /dev/zero > /v/zeros.bin');
+    const after = await counters();
+    expect(after.bytes_written - before.bytes_written).toBe(100_000);
+    expect(after.operations_by_type.create - (before.operations_by_type.create ?? 0)).toBe(1);
     await docker('rm', '-f', a, b);
   });
 
