@@ -164,7 +164,7 @@ export async function connectSsh(target: SshTarget, onWarn?: (msg: string) => vo
     if (jump) {
       const j = jump;
       link.jumpHostKey = j.hostKey;
-      link.info!.via = describeTarget(target.jump!);
+      link.info.via = describeTarget(target.jump!);
       link.client.once('close', () => j.close());
       j.client.once('close', () => link.client.end());
       const close = link.close;
@@ -189,7 +189,7 @@ function handshake(
   onWarn: ((msg: string) => void) | undefined,
   /** Set for a direct connection: where a diagnostic TLS connection may go. */
   address: string | undefined,
-): Promise<SshLink> {
+): Promise<SshLink & { info: LinkInfo }> {
   const where = ctx.where;
   return new Promise((resolve, reject) => {
     const client = new Client();
@@ -308,7 +308,7 @@ function handshake(
   });
 }
 
-function makeLink(client: Client, hostKey: string, info: LinkInfo): SshLink {
+function makeLink(client: Client, hostKey: string, info: LinkInfo): SshLink & { info: LinkInfo } {
   return {
     client,
     hostKey,
