@@ -26,10 +26,15 @@ interface Sink {
 // pino's own fields that the pretty line shows in its own way (or not: dockerd stamps the time).
 const OWN = new Set(['level', 'time', 'msg', 'name']);
 
-/** A value as logfmt shows it: bare when it has no space, quote or `=`, else JSON-quoted. */
+/**
+ * A value as the pretty line shows it: bare when it has no space, quote or
+ * `=`; a list of plain values comma-joined; else in single quotes, which
+ * dockerd's msg="..." leaves alone (double quotes come out as \").
+ */
 function show(v: unknown): string {
-  const s = typeof v === 'string' ? v : JSON.stringify(v);
-  return /^[^\s"=]+$/.test(s) ? s : JSON.stringify(s);
+  const s = Array.isArray(v) && v.every((x) => typeof x !== 'object') ? v.join(',') : typeof v === 'string' ? v : JSON.stringify(v);
+  if (/^[^\s"'=]+$/.test(s)) return s;
+  return s.includes("'") ? JSON.stringify(s) : `'${s}'`;
 }
 
 /** One pino JSON line -> `LEVEL msg key=value ...`. */

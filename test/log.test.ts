@@ -19,6 +19,15 @@ describe('LOG_FORMAT=pretty', () => {
     const sink = new Writable({ write: (c, _e, cb) => ((out += c.toString()), cb()) });
     const log = makeLogger('info', sink, 'pretty');
     log.info({ endpoint: '/VolumeDriver.Create', volume: 'v1', ms: 12.5, err: 'a b', password: 'p6-Zq7' }, 'request');
-    expect(out).toBe('INFO request endpoint=/VolumeDriver.Create volume=v1 ms=12.5 err="a b" password=[redacted]\n');
+    expect(out).toBe("INFO request endpoint=/VolumeDriver.Create volume=v1 ms=12.5 err='a b' password=[redacted]\n");
+  });
+});
+
+describe('LOG_FORMAT=pretty values', () => {
+  it('lists comma-joined, a value with a single quote in double quotes', () => {
+    let out = '';
+    const sink = new Writable({ write: (c, _e, cb) => ((out += c.toString()), cb()) });
+    makeLogger('debug', sink, 'pretty').debug({ extensions: ['a@x', 'b@y'], said: "it's" }, 'x');
+    expect(out).toBe('DEBUG x extensions=a@x,b@y said="it\'s"\n');
   });
 });

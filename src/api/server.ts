@@ -93,10 +93,15 @@ export function makeApp(driver: VolumeDriver, log: Logger): express.Express {
       }
     });
 
-  app.post('/Plugin.Activate', (req, _res, next) => {
-    // dockerd sends no plugin name in any request (checked: Host and
-    // User-Agent below), which is why hints say `-d <driver>`.
-    log.debug({ host: req.headers.host, userAgent: req.headers['user-agent'] }, 'activated by');
+  // The VolumeDriver protocol carries no plugin name, which is why hints say
+  // `-d <driver>`; what dockerd's client puts in Host and User-Agent is
+  // logged once, at debug, for whoever wonders.
+  let seen = false;
+  app.use((req: Request, _res: Response, next: NextFunction) => {
+    if (!seen) {
+      seen = true;
+      log.debug({ host: req.headers.host, userAgent: req.headers['user-agent'] }, 'first request');
+    }
     next();
   });
   route('/Plugin.Activate', undefined, () => ({ Implements: ['VolumeDriver'] }));
