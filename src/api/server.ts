@@ -93,9 +93,10 @@ export function makeApp(driver: VolumeDriver, log: Logger): express.Express {
       }
     });
 
-  // The VolumeDriver protocol carries no plugin name, which is why hints say
-  // `-d <driver>`; what dockerd's client puts in Host and User-Agent is
-  // logged once, at debug, for whoever wonders.
+  // Nothing dockerd sends names the plugin, which is why hints say
+  // `-d <driver>`: no field of the VolumeDriver protocol, and (seen in
+  // dockerd 20.10's log) an empty Host and `User-Agent: Go-http-client/1.1`,
+  // which are logged once at debug in case a later dockerd sends more.
   let seen = false;
   app.use((req: Request, _res: Response, next: NextFunction) => {
     if (!seen) {
