@@ -97,10 +97,19 @@ describe('an SSH server that turns the connection away before its banner', () =>
 
   it('a real sshd past its MaxStartups: quotes sshd and names MaxStartups', async () => {
     const sshd = await startSshd({ maxStartups: '1' });
-    const held = tcpConnect(sshd.port, sshd.host);
+    // One unauthenticated connection holds the only start-up slot. Until the
+    // child of the helper's own port check has exited, that slot is still
+    // taken and the holder itself is turned away: take it once it is free.
+    let held = tcpConnect(sshd.port, sshd.host);
+    for (let i = 0; ; i++) {
+      const first = await new Promise<string>((r) => held.once('data', (d: Buffer) => r(d.toString('latin1'))));
+      if (first.startsWith('SSH-')) break;
+      held.destroy();
+      if (i === 50) throw new Error(`sshd kept refusing the holding connection: ${first}`);
+      await new Promise((r) => setTimeout(r, 100));
+      held = tcpConnect(sshd.port, sshd.host);
+    }
     try {
-      // One unauthenticated connection holds the only start-up slot.
-      await new Promise<void>((r) => held.once('data', () => r()));
       const e = await failure(target(sshd.port));
       expect(e.code).toBe('closed-before-banner');
       // OpenSSH 9.2 says "Exceeded MaxStartups" instead of its banner, then closes.
