@@ -1,7 +1,10 @@
 # The rootfs of the tsfs managed plugin (see config.json and `make rootfs`).
 # No `# syntax=` line: the build must work with the legacy builder and without
 # a registry (`make offline-base` provides node:24-bookworm-slim locally).
-FROM node:24-bookworm-slim AS build
+# BASE_IMAGE: the Makefile names an arch-specific local tag for a foreign
+# PLATFORM (one tag holds one architecture); it is node:24-bookworm-slim there too.
+ARG BASE_IMAGE=node:24-bookworm-slim
+FROM ${BASE_IMAGE} AS build
 # Lets `make rootfs` prune the images a rebuild supersedes (build stage
 # ~800 MB, rootfs ~300 MB) by label.
 LABEL org.tsfs.stage=build
@@ -12,17 +15,21 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ pkg-config libfuse3-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-# The whole (docker-ignored) tree in one copy: `npm ci` needs packages/ (the
-# vendored fuse-native, built from source) and patches/ (patch-package, a
-# build-time tool that `npm prune` then drops).
-COPY . .
+# Dependencies first, the sources after: a change to src/ then reuses the
+# npm ci layer (native builds: ~1 min here, many under arm64 emulation).
+# packages/ is the vendored fuse-native (built from source), patches/ feeds
+# patch-package (a build-time tool that `npm prune` then drops).
+COPY package.json package-lock.json ./
+COPY packages ./packages
+COPY patches ./patches
 RUN npm ci --no-audit --no-fund \
- && node -e "if (!require('ssh2/lib/protocol/crypto.js').bindingAvailable) { console.error('ssh2 native crypto binding did not build'); process.exit(1) }" \
- && npm run build \
+ && node -e "if (!require('ssh2/lib/protocol/crypto.js').bindingAvailable) { console.error('ssh2 native crypto binding did not build'); process.exit(1) }; require('fs-ext').flockSync"
+COPY . .
+RUN npm run build \
  && npm prune --omit=dev --no-audit --no-fund \
  && rm -rf src test bench tsconfig.json
 
-FROM node:24-bookworm-slim
+FROM ${BASE_IMAGE}
 LABEL org.tsfs.stage=rootfs
 # libfuse3-3: fuse-native's binding loads libfuse3.so.3 at run time. fuse3
 # (fusermount3): fuse-native's static Fuse.unmount shells out to

@@ -3,24 +3,51 @@
 #   make test            everything the CI runs (unit, integration and Docker end-to-end)
 #   make all enable      build the plugin from this tree and enable it as $(PLUGIN_NAME):$(PLUGIN_TAG)
 #   make storm           N = 64, 128, 256 volumes mounted at once against a stock sshd (benchmark)
+#   make all PLATFORM=linux/arm64   the arm64 plugin, as $(PLUGIN_NAME):$(PLUGIN_TAG)-arm64
+#   make push            both architectures to the registry in PLUGIN_NAME (README: Install)
+#   make test-upgrade    install from a local registry and upgrade with volumes in use (slow)
+#   make test-arm64      the arm64 plugin under qemu-user emulation (slow)
 PLUGIN_NAME ?= tsfs
 PLUGIN_TAG ?= latest
-PLUGIN := $(PLUGIN_NAME):$(PLUGIN_TAG)
+HOST_ARCH := $(shell uname -m | sed -e s/x86_64/amd64/ -e s/aarch64/arm64/)
+# linux/amd64 or linux/arm64; another architecture than the machine's builds
+# under qemu-user emulation (scripts/ensure-deps.sh qemu sets it up). The
+# base image's content decides the architecture: no `docker build --platform`,
+# which dockerd 20.10's legacy builder answers with a registry pull when the
+# local image's recorded platform differs (offline-base.sh).
+PLATFORM ?= linux/$(HOST_ARCH)
+ARCH := $(PLATFORM:linux/%=%)
+# A plugin for another architecture gets its own tag, so it never replaces
+# the machine's own: tsfs:latest-arm64 on an amd64 machine.
+ARCH_SUFFIX := $(if $(filter $(HOST_ARCH),$(ARCH)),,-$(ARCH))
+PLUGIN := $(PLUGIN_NAME):$(PLUGIN_TAG)$(ARCH_SUFFIX)
 # The image whose filesystem becomes plugin/rootfs.
-ROOTFS_IMAGE ?= $(PLUGIN_NAME)-rootfs:$(PLUGIN_TAG)
+ROOTFS_IMAGE ?= $(PLUGIN_NAME)-rootfs:$(PLUGIN_TAG)$(ARCH_SUFFIX)
 # The build stage, tagged so that it stays as the layer cache of the next
 # build while the stages it supersedes are pruned.
-BUILD_IMAGE ?= $(PLUGIN_NAME)-build:$(PLUGIN_TAG)
-BASE_IMAGE ?= node:24-bookworm-slim
+BUILD_IMAGE ?= $(PLUGIN_NAME)-build:$(PLUGIN_TAG)$(ARCH_SUFFIX)
+# One local tag holds one architecture: the foreign one's base has its own.
+BASE_IMAGE ?= $(if $(ARCH_SUFFIX),tsfs-base:node24-bookworm-slim-$(ARCH),node:24-bookworm-slim)
+# Extra `docker build` flags, e.g. BUILD_FLAGS=--no-cache for a cold build.
+BUILD_FLAGS ?=
+# What `make push` builds and pushes, each as $(PLUGIN_NAME):$(PLUGIN_TAG)-<arch>,
+# and the machine's own also as $(PLUGIN_NAME):$(PLUGIN_TAG).
+PUSH_PLATFORMS ?= linux/amd64 linux/arm64
 # Where the plugin bundle (config.json + rootfs/) is assembled.
 PLUGIN_DIR ?= ./plugin
 # The legacy builder uses a local $(BASE_IMAGE) as is; BuildKit may try to
 # resolve it on a registry, which an offline machine cannot reach.
 export DOCKER_BUILDKIT ?= 0
 
-.PHONY: all clean rootfs create enable disable push test demo offline-base deps clean-images storm
+.PHONY: all clean rootfs create enable disable push push-one check-replace test demo offline-base deps clean-images storm test-upgrade test-arm64
 
-all: clean rootfs create
+# check-replace first: a refusal must come before minutes of building.
+all: check-replace clean rootfs create
+
+# Refuses (unless FORCE=1) when $(PLUGIN) is enabled and running containers
+# use its volumes: replacing it would kill their mounts.
+check-replace:
+	@scripts/plugin-replace.sh check $(PLUGIN)
 
 clean:
 	@echo "### rm $(PLUGIN_DIR)"
@@ -28,8 +55,8 @@ clean:
 
 rootfs: offline-base
 	@echo "### docker build: $(BUILD_IMAGE), $(ROOTFS_IMAGE)"
-	@docker build -q --target build -t $(BUILD_IMAGE) . >/dev/null
-	@docker build -q -t $(ROOTFS_IMAGE) . >/dev/null
+	@docker build -q $(BUILD_FLAGS) --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg TSFS_BUILD=$(PLUGIN) --target build -t $(BUILD_IMAGE) . >/dev/null
+	@docker build -q $(BUILD_FLAGS) --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg TSFS_BUILD=$(PLUGIN) -t $(ROOTFS_IMAGE) . >/dev/null
 	@docker image prune -f --filter label=org.tsfs.stage=build >/dev/null
 	@docker image prune -f --filter label=org.tsfs.stage=rootfs >/dev/null
 	@echo "### export $(ROOTFS_IMAGE) into $(PLUGIN_DIR)/rootfs"
@@ -39,11 +66,10 @@ rootfs: offline-base
 	@echo "### copy config.json to $(PLUGIN_DIR)/"
 	@cp config.json $(PLUGIN_DIR)/
 
+# Replaces an existing $(PLUGIN), carrying over its settings (state.source,
+# sshkey.source, env) and saying so.
 create:
-	@echo "### remove existing plugin $(PLUGIN) if it exists"
-	@docker plugin rm -f $(PLUGIN) >/dev/null 2>&1 || true
-	@echo "### create plugin $(PLUGIN) from $(PLUGIN_DIR)"
-	@docker plugin create $(PLUGIN) $(PLUGIN_DIR)
+	@scripts/plugin-replace.sh create $(PLUGIN) $(PLUGIN_DIR)
 
 # Docker refuses to enable a plugin whose bind-mount sources are missing:
 # create them (state: /var/lib/tsfs, sshkey: /root/.ssh by default, or what
@@ -57,16 +83,23 @@ enable:
 disable:
 	@docker plugin disable $(PLUGIN)
 
-push: clean rootfs create
+# Plugins have no multi-architecture manifests: one tag per architecture.
+push:
+	@for p in $(PUSH_PLATFORMS); do $(MAKE) --no-print-directory push-one PLATFORM=$$p || exit 1; done
+
+push-one: check-replace clean rootfs create
 	@echo "### push plugin $(PLUGIN)"
 	@docker plugin push $(PLUGIN)
+	@if [ -z "$(ARCH_SUFFIX)" ]; then \
+	  scripts/plugin-replace.sh check $(PLUGIN)-$(ARCH) && scripts/plugin-replace.sh create $(PLUGIN)-$(ARCH) $(PLUGIN_DIR) && \
+	  echo "### push plugin $(PLUGIN)-$(ARCH)" && docker plugin push $(PLUGIN)-$(ARCH); fi
 
 # The images `rootfs` leaves as layer cache.
 clean-images:
 	@docker image rm $(ROOTFS_IMAGE) $(BUILD_IMAGE) >/dev/null 2>&1 || true
 
 offline-base:
-	@BASE_IMAGE=$(BASE_IMAGE) scripts/ensure-deps.sh base
+	@$(if $(ARCH_SUFFIX),scripts/ensure-deps.sh qemu &&) BASE_IMAGE=$(BASE_IMAGE) PLATFORM=$(PLATFORM) scripts/ensure-deps.sh base
 
 deps:
 	@scripts/ensure-deps.sh all
@@ -80,6 +113,15 @@ test: deps
 # benchmark, not a test; one at a time on a shared machine.
 storm:
 	flock /tmp/tsfs-bench.lock npm run storm
+
+# The slow end-to-end suites, not part of `make test` (README: Development).
+# Install from a local registry, upgrade with volumes in use, safe rebuilds.
+test-upgrade: deps
+	@scripts/ensure-deps.sh registry
+	TSFS_E2E_UPGRADE=1 npx vitest run test/e2e/upgrade.test.ts
+# The arm64 plugin built and enabled here under qemu-user emulation.
+test-arm64: deps
+	TSFS_E2E_ARM64=1 npx vitest run test/e2e/arm64.test.ts
 
 demo:
 	@scripts/ensure-deps.sh packages node dockerd base

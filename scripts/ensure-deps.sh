@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Install and start what `make test` and `make demo` need, only when missing:
 # idempotent, quiet when everything is there. Usage:
-#   scripts/ensure-deps.sh [packages|node|node-modules|dockerd|base|all]...   (default: all)
+#   scripts/ensure-deps.sh [packages|node|node-modules|dockerd|base|qemu|registry|all]...   (default: all)
+# registry (not part of all): Debian's docker-registry and openssl, for the
+# install/upgrade test (make test-upgrade).
+# qemu (not part of all): qemu-user-static and binfmt_misc, to build and run
+# the plugin of the other architecture (make all PLATFORM=linux/arm64).
 # dockerd is started in the background with its log in $DOCKERD_LOG and is
 # left running; `.ci/run` stops it when it was the one that started it.
 set -euo pipefail
@@ -119,6 +123,34 @@ ensure_base() {
   scripts/offline-base.sh
 }
 
+# Foreign binaries run through the kernel's binfmt_misc and Debian's
+# qemu-user-static, whose handlers carry the F (fix binary) flag: the kernel
+# opens the emulator once, so it also runs inside containers and debootstrap
+# chroots that do not have it. Needs a binfmt_misc the machine lets us mount
+# (a privileged container or a host); says so and fails where it cannot.
+ensure_qemu() {
+  local want=aarch64 p
+  [ "$(uname -m)" = aarch64 ] && want=x86_64
+  grep -qx enabled "/proc/sys/fs/binfmt_misc/qemu-$want" 2>/dev/null && return 0
+  need_root "setting up qemu-user-static and binfmt_misc"
+  for p in qemu-user-static binfmt-support; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' && continue
+    log "installing qemu-user-static binfmt-support"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends qemu-user-static binfmt-support >/dev/null
+    break
+  done
+  if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || {
+      log "cannot mount binfmt_misc (this machine does not allow it): no $want emulation"; exit 1; }
+  fi
+  update-binfmts --enable "qemu-$want" >/dev/null 2>&1 || true
+  grep -qx enabled "/proc/sys/fs/binfmt_misc/qemu-$want" 2>/dev/null || {
+    log "qemu-$want is not registered in binfmt_misc: no $want emulation"; exit 1; }
+  log "qemu-$want registered (binfmt_misc, $(sed -n 's/^flags: //p' "/proc/sys/fs/binfmt_misc/qemu-$want"))"
+}
+
 [ $# -eq 0 ] && set -- all
 for what in "$@"; do
   case "$what" in
@@ -127,7 +159,9 @@ for what in "$@"; do
     node-modules) ensure_node_modules ;;
     dockerd) ensure_packages; ensure_fuse; ensure_dockerd ;;
     base) ensure_packages; ensure_base ;;
+    qemu) ensure_qemu ;;
+    registry) PACKAGES=(docker-registry openssl); ensure_packages ;;
     all) ensure_packages; ensure_fuse; ensure_node_modules; ensure_dockerd; ensure_base ;;
-    *) log "unknown target $what (packages|node|node-modules|dockerd|base|all)"; exit 2 ;;
+    *) log "unknown target $what (packages|node|node-modules|dockerd|base|qemu|registry|all)"; exit 2 ;;
   esac
 done

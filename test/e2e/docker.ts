@@ -45,6 +45,25 @@ export function pluginLog(lines = 15): string {
   return out.slice(-lines).join('\n');
 }
 
+/** dockerd's log size: pass it to pluginJson() to see only what comes after. */
+export const dockerdLogSize = (): number => (existsSync(DOCKERD_LOG) ? readFileSync(DOCKERD_LOG).length : 0);
+
+/** The JSON log lines of plugin `id` (all plugins without one) written after byte `from` of dockerd's log, parsed. */
+export function pluginJson(from = 0, id?: string): Record<string, unknown>[] {
+  if (!existsSync(DOCKERD_LOG)) return [];
+  const out: Record<string, unknown>[] = [];
+  for (const l of readFileSync(DOCKERD_LOG).subarray(from).toString('utf8').split('\n')) {
+    const m = / msg="((?:[^"\\]|\\.)*)" plugin=(\w+)/.exec(l);
+    if (!m || (id && m[2] !== id)) continue;
+    try {
+      out.push(JSON.parse(m[1]!.replace(/\\(.)/g, '$1')) as Record<string, unknown>);
+    } catch {
+      /* a line that is not pino's */
+    }
+  }
+  return out;
+}
+
 /** Run a command that must succeed; the error carries its stderr and the plugin's last log lines. */
 export async function ok(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<string> {
   const r = await run(cmd, args, opts);
