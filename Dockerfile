@@ -25,7 +25,11 @@ COPY patches ./patches
 RUN npm ci --no-audit --no-fund \
  && node -e "if (!require('ssh2/lib/protocol/crypto.js').bindingAvailable) { console.error('ssh2 native crypto binding did not build'); process.exit(1) }; require('fs-ext').flockSync"
 COPY . .
+# The plugin reference `make` builds (e.g. myorg/tsfs:2): the daemon logs it
+# at start, so an operator sees which build runs after an upgrade.
+ARG TSFS_BUILD=unstamped
 RUN npm run build \
+ && echo "$TSFS_BUILD" > dist/BUILD \
  && npm prune --omit=dev --no-audit --no-fund \
  && rm -rf src test bench tsconfig.json
 

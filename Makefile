@@ -28,7 +28,8 @@ ROOTFS_IMAGE ?= $(PLUGIN_NAME)-rootfs:$(PLUGIN_TAG)$(ARCH_SUFFIX)
 BUILD_IMAGE ?= $(PLUGIN_NAME)-build:$(PLUGIN_TAG)$(ARCH_SUFFIX)
 # One local tag holds one architecture: the foreign one's base has its own.
 BASE_IMAGE ?= $(if $(ARCH_SUFFIX),tsfs-base:node24-bookworm-slim-$(ARCH),node:24-bookworm-slim)
-# Extra `docker build` flags, e.g. BUILD_FLAGS=--no-cache for a cold build.
+# Extra flags for the build stage's `docker build`, e.g. BUILD_FLAGS=--no-cache
+# for a cold build (the rootfs stage then reuses that fresh build stage).
 BUILD_FLAGS ?=
 # What `make push` builds and pushes, each as $(PLUGIN_NAME):$(PLUGIN_TAG)-<arch>,
 # and the machine's own also as $(PLUGIN_NAME):$(PLUGIN_TAG).
@@ -56,7 +57,7 @@ clean:
 rootfs: offline-base
 	@echo "### docker build: $(BUILD_IMAGE), $(ROOTFS_IMAGE)"
 	@docker build -q $(BUILD_FLAGS) --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg TSFS_BUILD=$(PLUGIN) --target build -t $(BUILD_IMAGE) . >/dev/null
-	@docker build -q $(BUILD_FLAGS) --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg TSFS_BUILD=$(PLUGIN) -t $(ROOTFS_IMAGE) . >/dev/null
+	@docker build -q --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg TSFS_BUILD=$(PLUGIN) -t $(ROOTFS_IMAGE) . >/dev/null
 	@docker image prune -f --filter label=org.tsfs.stage=build >/dev/null
 	@docker image prune -f --filter label=org.tsfs.stage=rootfs >/dev/null
 	@echo "### export $(ROOTFS_IMAGE) into $(PLUGIN_DIR)/rootfs"
@@ -87,12 +88,16 @@ disable:
 push:
 	@for p in $(PUSH_PLATFORMS); do $(MAKE) --no-print-directory push-one PLATFORM=$$p || exit 1; done
 
-push-one: check-replace clean rootfs create
-	@echo "### push plugin $(PLUGIN)"
-	@docker plugin push $(PLUGIN)
+# dockerd 20.10 refuses to create a second plugin whose rootfs it already
+# holds ("content sha256:... already exists"): the machine's architecture is
+# pushed as <tag>-<arch>, removed, then created and pushed again as <tag>.
+push-one: check-replace clean rootfs
 	@if [ -z "$(ARCH_SUFFIX)" ]; then \
 	  scripts/plugin-replace.sh check $(PLUGIN)-$(ARCH) && scripts/plugin-replace.sh create $(PLUGIN)-$(ARCH) $(PLUGIN_DIR) && \
-	  echo "### push plugin $(PLUGIN)-$(ARCH)" && docker plugin push $(PLUGIN)-$(ARCH); fi
+	  echo "### push plugin $(PLUGIN)-$(ARCH)" && docker plugin push $(PLUGIN)-$(ARCH) && docker plugin rm $(PLUGIN)-$(ARCH) >/dev/null; fi
+	@scripts/plugin-replace.sh create $(PLUGIN) $(PLUGIN_DIR)
+	@echo "### push plugin $(PLUGIN)"
+	@docker plugin push $(PLUGIN)
 
 # The images `rootfs` leaves as layer cache.
 clean-images:
