@@ -53,7 +53,7 @@ describe.skipIf(!emulation)(`the ${foreign} plugin under qemu-user emulation (ma
     chmodSync(join(keyDir, 'id_ed25519'), 0o600);
     const r = await run('make', ['--no-print-directory', 'all', `PLATFORM=${PLATFORM}`, `PLUGIN_NAME=${NAME}`, `PLUGIN_DIR=${pluginDir}`]);
     if (r.code !== 0) throw new Error(`make all PLATFORM=${PLATFORM} failed: ${r.stderr}\n${r.stdout}`);
-    await docker('plugin', 'set', PLUGIN, `sshkey.source=${keyDir}`, `state.source=${stateDir}`);
+    await docker('plugin', 'set', PLUGIN, `sshkey.source=${keyDir}`, `state.source=${stateDir}`, 'LOG_FORMAT=json');
   }, 7_200_000);
 
   afterAll(async () => {

@@ -88,7 +88,7 @@ describe.skipIf(!ENABLED)('install and upgrade from a registry (make test-upgrad
 
   it('installs version 1 from the registry with its settings, and serves volumes', async () => {
     await docker('plugin', 'install', '--grant-all-permissions', '--alias', NAME, ref('1'),
-      `sshkey.source=${keyDir}`, `state.source=${stateDir}`, 'LOG_LEVEL=debug');
+      `sshkey.source=${keyDir}`, `state.source=${stateDir}`, 'LOG_LEVEL=debug', 'LOG_FORMAT=json');
     expect((await docker('plugin', 'inspect', '-f', '{{.Enabled}} {{.PluginReference}}', ALIAS)).trim()).toBe(`true ${ref('1')}`);
     for (const v of volumes) {
       await docker('volume', 'create', '-d', ALIAS, '-o', `sshcmd=root@127.0.0.1:${remoteDir(v)}`, '-o', `port=${sshd.port}`, v);
@@ -123,13 +123,17 @@ describe.skipIf(!ENABLED)('install and upgrade from a registry (make test-upgrad
     expect(refused.stderr).toContain('plugin must be disabled before upgrading');
     const from = logSize();
     await docker('plugin', 'disable', '-f', ALIAS);
-    await docker('plugin', 'upgrade', '--grant-all-permissions', ALIAS, ref('2'));
+    // --skip-remote-check: the new reference's tag differs from the installed one's (Docker would ask).
+    await docker('plugin', 'upgrade', '--grant-all-permissions', '--skip-remote-check', ALIAS, ref('2'));
+    // dockerd keeps the settings it shows but mounts config.json's default
+    // sources after an upgrade: set them again (docs/deploy.md: Upgrading).
+    await docker('plugin', 'set', ALIAS, `state.source=${stateDir}`, `sshkey.source=${keyDir}`);
     await docker('plugin', 'enable', ALIAS);
     expect((await docker('plugin', 'inspect', '-f', '{{.Enabled}} {{.PluginReference}}', ALIAS)).trim()).toBe(`true ${ref('2')}`);
     // The new build runs, with the settings given at install.
     expect(await listening(from)).toEqual([expect.objectContaining({ build: ref('2'), volumes: 2, serving: true })]);
     expect((await docker('plugin', 'inspect', '-f', '{{range .Settings.Mounts}}{{.Name}}={{.Source}} {{end}}{{range .Settings.Env}}{{.}} {{end}}', ALIAS)).trim())
-      .toBe(`state=${stateDir} sshkey=${keyDir} LOG_LEVEL=debug DEBUG=`);
+      .toBe(`state=${stateDir} sshkey=${keyDir} LOG_LEVEL=debug LOG_FORMAT=json DEBUG=`);
     expect(mountIds()).toEqual(before);
     const listed = (await docker('volume', 'ls', '-q', '--filter', `driver=${ALIAS}`)).split('\n').filter(Boolean).sort();
     expect(listed).toEqual([...volumes].sort());
@@ -156,7 +160,7 @@ describe.skipIf(!ENABLED)('install and upgrade from a registry (make test-upgrad
     const r = await make(['all', `PLUGIN_NAME=${NAME}`, `PLUGIN_DIR=${join(work, 'plugin')}`, 'FORCE=1']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain(`### FORCE=1: replacing ${ALIAS} although running containers use its volumes`);
-    expect(r.stdout).toContain(`### carried over the replaced plugin's settings: state.source=${stateDir} sshkey.source=${keyDir} LOG_LEVEL=debug`);
+    expect(r.stdout).toContain(`### carried over the replaced plugin's settings: state.source=${stateDir} sshkey.source=${keyDir} LOG_LEVEL=debug LOG_FORMAT=json`);
     expect(r.stdout).toContain(`### ${ALIAS} was enabled: the new one is created disabled`);
     await ok('make', ['--no-print-directory', 'enable', `PLUGIN_NAME=${NAME}`]);
     expect(await listening(from)).toEqual([expect.objectContaining({ build: ALIAS, volumes: 2, serving: true })]);
