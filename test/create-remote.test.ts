@@ -120,7 +120,8 @@ describe('Create against a real sshd', () => {
     const mute = await startSshd({ sftpServer: '/bin/sleep 600' });
     try {
       const a = await create('mute', { sshcmd: `${mute.user}@${mute.host}:${mute.storeDir}`, port: String(mute.port), IdentityFile: mute.userKeyPath, ConnectTimeout: '2' });
-      expect(a.json.Err).toBe(`${mute.host}:${mute.port} accepted the connection but did not answer SFTP requests within 2000 ms: check the server's sftp subsystem and load`);
+      // A subsystem slow to answer is transient (a login shell under a storm looks the same): retried until the setup deadline.
+      expect(a.json.Err).toMatch(new RegExp(`^${mute.host}:${mute.port} accepted the connection but did not answer SFTP requests within 2000 ms: check the server's sftp subsystem and load \\(\\d+ attempts in \\d+ s\\)$`));
       // The volume's lock was released: the daemon answers for that name at once.
       expect((await d.call('/VolumeDriver.Get', { Name: 'mute' })).json.Err).toMatch(/no such volume: mute/);
     } finally {

@@ -89,12 +89,20 @@ export async function withRetry<T>(
       const cap = Math.min(max, base * 2 ** (n - 1));
       const delay = Math.round(cap / 2 + random() * (cap / 2));
       // An attempt needs time too: do not start one that cannot finish.
-      if (Date.now() - start + delay + MIN_ATTEMPT_MS > policy.deadlineMs) throw err;
+      // Out of time: the last failure, saying how long it was retried.
+      if (Date.now() - start + delay + MIN_ATTEMPT_MS > policy.deadlineMs) throw n > 1 ? retriedFor(err, n, Date.now() - start) : err;
       onRetry({ attempt: n, err, code: (err as ConnectError).code, retryInMs: delay });
       await sleep(delay, policy.signal);
       if (policy.signal?.aborted) throw err;
     }
   }
+}
+
+function retriedFor(err: Error, attempts: number, ms: number): Error {
+  if (!(err instanceof ConnectError)) return err;
+  const e = new ConnectError(`${err.message} (${attempts} attempts in ${(ms / 1000).toFixed(0)} s)`, err.code);
+  e.cause = err;
+  return e;
 }
 
 /** Shortest attempt worth starting: a TCP connect, key exchange and auth on a loaded server. */
@@ -124,7 +132,16 @@ export async function openChannel(link: SshLink, timeoutMs: number, where: strin
     return await Promise.race([
       opening,
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new ConnectError(`SFTP channel not opened within ${timeoutMs} ms`, 'channel')), timeoutMs);
+        timer = setTimeout(
+          () =>
+            reject(
+              new ConnectError(
+                `${where} accepted the connection but did not answer SFTP requests within ${timeoutMs} ms: check the server's sftp subsystem and load`,
+                'channel',
+              ),
+            ),
+          timeoutMs,
+        );
       }),
     ]);
   } catch (e) {
