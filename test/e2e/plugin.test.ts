@@ -11,6 +11,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { removeSshdDir, startSshd, type Sshd } from '../helpers/sshd';
+import { until } from '../helpers/until';
 import { BASE_IMAGE, DOCKERD_LOG, LABEL, REPO, cleanup, docker, dockerRun, make, ok, pluginLog, run, type Run } from './docker';
 
 const job = createRequire(join(REPO, 'package.json'))('./test/e2e/array-job.cjs') as {
@@ -406,6 +407,55 @@ describe('vieux/sshfs command lines', () => {
   it('without sshcmd: says how to write the command', async () => {
     expect(await mustFail('v-nosshcmd', {})).toContain('missing required option sshcmd');
   });
+});
+
+describe('Docker Swarm', () => {
+  // The docs' recipe (docs/deploy.md): a replicated job of 8 tasks, the
+  // volume defined in the service's --mount, the index from {{.Task.Slot}}
+  // (whose slot 0 renders as the node ID, hence the case).
+  it('a replicated job of 8 tasks, each saving /storage/<index>/model/model.h5 through a tsfs volume', async () => {
+    const state = (await docker('info', '-f', '{{.Swarm.LocalNodeState}}')).trim();
+    // Never take over or leave a swarm that is not this test's.
+    expect(state, 'this dockerd is already in a swarm that this test did not start').toBe('inactive');
+    const vol = `${prefix}-swarm`;
+    volumes.add(vol);
+    const svc = `${prefix}-swarm-job`;
+    const store = remote('swarm');
+    let joined = false;
+    try {
+      await docker('swarm', 'init', '--advertise-addr', '127.0.0.1');
+      joined = true;
+      await docker(
+        'service', 'create', '--detach', '--name', svc, '--mode', 'replicated-job', '--replicas', '8',
+        '--container-label', LABEL,
+        '--mount', `type=volume,source=${vol},target=/storage,volume-driver=${PLUGIN},volume-opt=sshcmd=root@127.0.0.1:${store},volume-opt=port=${sshd.port}`,
+        '--mount', `type=bind,source=${join(REPO, 'test/e2e')},target=/job,readonly`,
+        '-e', 'TASK_SLOT={{.Task.Slot}}',
+        BASE_IMAGE,
+        'sh', '-c', 'case "$TASK_SLOT" in *[!0-9]*|"") TASK_SLOT=0;; esac; AWS_BATCH_JOB_ARRAY_INDEX=$TASK_SLOT exec node /job/array-job.cjs',
+      );
+      let states: string[] = [];
+      await until(
+        async () => {
+          // CurrentState only: a job task's DesiredState is Complete from the start.
+          states = (await docker('service', 'ps', svc, '--format', '{{.CurrentState}} {{.Error}}')).trim().split('\n').filter(Boolean);
+          if (states.some((l) => /^(Failed|Rejected)/.test(l))) throw new Error(`a task failed: ${states.join('; ')}\n--- plugin log ---\n${pluginLog()}`);
+          return states.length === 8 && states.every((l) => /^Complete/.test(l));
+        },
+        'all 8 tasks of the replicated job complete',
+        { withinMs: 600_000, everyMs: 1000, seen: () => states },
+      );
+      for (let i = 0; i < 8; i++) {
+        const onStore = readFileSync(job.modelPath(store, i));
+        expect(sha256(onStore), `task ${i}'s model.h5 on the store`).toBe(sha256(job.expected(i)));
+      }
+    } finally {
+      await run('docker', ['service', 'rm', svc]);
+      // The tasks' containers go asynchronously; the volume is free once they are gone.
+      await until(async () => (await run('docker', ['ps', '-aq', '--filter', `label=com.docker.swarm.service.name=${svc}`])).stdout.trim() === '', 'the job\'s containers removed', { withinMs: 120_000, everyMs: 500 }).catch(() => undefined);
+      if (joined) await run('docker', ['swarm', 'leave', '--force']);
+    }
+  }, 900_000);
 });
 
 describe('secrets', () => {
