@@ -584,14 +584,27 @@ export class SftpOps {
     return h;
   }
 
-  read(fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
-    return this.handle(fd).read(buf, len, pos);
+  async read(fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
+    const h = this.handle(fd);
+    // What another descriptor wrote before this read must be read back.
+    if (this.handles.writing(h.path)) await this.settlePath(h.path);
+    return h.read(buf, len, pos);
   }
 
   async write(path: string, fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
     this.writable();
     const h = this.handle(fd);
-    for (const other of this.handles.forPath(path)) if (other !== h) other.dropReadahead();
+    // Writes made through two descriptors of one file must reach it in the
+    // order they were made (an O_APPEND write lands at the end the earlier
+    // ones left). A WRITE is answered to the kernel once queued, so that
+    // order is the server's: one channel of OpenSSH's sftp-server keeps it,
+    // but a threaded server (gesftpserver) runs WRITEs on different handles
+    // at once, and handles opened on different channels reach different
+    // server processes. So a write first waits for the other descriptors'
+    // queued writes to be answered; one writer per file pays nothing.
+    const others = this.handles.forPath(path).filter((o) => o !== h);
+    for (const other of others) other.dropReadahead();
+    if (others.some((o) => o.writesPending)) await Promise.all(others.map((o) => o.settle()));
     await h.write(buf, len, pos);
     this.cache.invalidate(path);
     return len;
