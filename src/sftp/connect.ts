@@ -210,7 +210,11 @@ function handshake(
       if (mismatch) return reject(mismatch);
       ctx.serverIdent = info.serverIdent;
       Object.assign(ctx, { username: target.username, tried, offered });
-      const bannerless = phase === 'banner' && ctx.firstBytes.length === 0;
+      // A TLS service closes on SSH's greeting; the diagnostic connection
+      // tells it from an sshd that did. Not after a reset: an sshd past
+      // MaxStartups closes with our greeting unread, which resets, and a
+      // second connection per dropped attempt would only feed the storm.
+      const bannerless = phase === 'banner' && ctx.firstBytes.length === 0 && err.code !== 'ECONNRESET';
       if (bannerless && address) {
         void probeTls(address, target.port, isIP(target.host) ? undefined : target.host, Math.min(TLS_PROBE_MS, target.connectTimeout)).then((tls) => {
           ctx.looksLikeTls = tls;
