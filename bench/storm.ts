@@ -28,7 +28,7 @@ async function main(): Promise<void> {
         const m = r.store.mounted || 1;
         rows.push(
           `| ${n} | ${r.intact}/${n} | ${r.failed.size} | ${r.leakedIds} | ${(r.wallMs / 1000).toFixed(1)} s | ${r.retries} | ${r.mountMs.p50} / ${r.mountMs.p99} ms | ` +
-            `${(r.store.processes / m).toFixed(1)} (${(r.store.sftpServers / m).toFixed(1)} sftp-server) | ${(r.store.rssKiB / 1024 / m).toFixed(1)} / ${(r.store.pssKiB / 1024 / m).toFixed(1)} MiB |`,
+            `${(r.store.processes / m).toFixed(1)} (${(r.store.sftpServers / m).toFixed(1)} sftp-server) | ${(r.store.rssKiB / 1024 / m).toFixed(1)} / ${(r.store.pssKiB / 1024 / m).toFixed(1)} MiB | ${(r.logins / n).toFixed(2)} / ${(r.subsystemStarts / n).toFixed(2)} |`,
         );
         console.log(rows.at(-1));
         for (const [e, k] of errors) console.log(`   ${k} x ${e}`);
@@ -43,8 +43,8 @@ async function main(): Promise<void> {
     sshd.remove();
     removeDist();
   }
-  console.log('\n| N | intact | failed mounts | leaked IDs | wall | retries | mount p50 / p99 | store processes per volume | store RSS / PSS per volume |');
-  console.log('|---|---|---|---|---|---|---|---|---|');
+  console.log('\n| N | intact | failed mounts | leaked IDs | wall | retries | mount p50 / p99 | store processes per volume | store RSS / PSS per volume | store logins / sftp-server starts per volume |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) console.log(r);
 }
 

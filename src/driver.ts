@@ -109,6 +109,7 @@ export class Driver implements VolumeDriver {
         );
       }
       this.volumes.delete(name);
+      v.discardHandoff();
       await this.save();
       // Only the local, empty mountpoint directory goes; remote data is never touched.
       await v.removeMountpoint();

@@ -6,6 +6,7 @@ import { mkdir, rmdir } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import type { MountFs, MountedFs } from './fs/index';
 import { OptionsError, describeRemote, parseOptions, toSshTarget, type VolumeSpec } from './options';
+import { Handoff } from './sftp/handoff';
 import type { ProbeOptions, ProbeResult } from './sftp/probe';
 import { logRetries } from './sftp/retry';
 import { hostKeyToPin, type SshTarget } from './sftp/target';
@@ -32,6 +33,8 @@ export class Volume {
   private readonly ids: Set<string>;
   private lastError?: string;
   private restoring = false;
+  /** The connection the last check left open, for the Mount that follows (src/sftp/handoff.ts). */
+  private handoff?: Handoff;
   readonly log: Logger;
 
   constructor(
@@ -61,13 +64,16 @@ export class Volume {
    * Connect once, check the remote directory (creating it with -o mkdir) and,
    * under accept-new with no host_key given, pin the key seen: the one place
    * a volume's host key gets pinned (at Create, or at first Mount when
-   * check=false skipped Create's probe).
+   * check=false skipped Create's probe). The checked connection stays open
+   * for a while, for the Mount that usually follows.
    */
   async checkRemote(when: 'create' | 'first mount'): Promise<SshTarget> {
     const spec = this.usableSpec();
     let target = await this.target(spec);
     const probe = this.deps.probe ?? (await import('./sftp/probe')).probeRemote;
-    const seen = await probe(target, { mkdir: spec.mkdir, log: this.log, onRetry: logRetries(this.log) }, (m) => this.log.warn(m));
+    const seen = await probe(target, { mkdir: spec.mkdir, log: this.log, onRetry: logRetries(this.log), keep: true }, (m) => this.log.warn(m));
+    this.handoff?.discard();
+    this.handoff = seen.held && new Handoff(seen.held);
     this.record = { ...this.record, remoteRealPath: seen.realPath };
     // The bastion's key is pinned the same way, on its own.
     const jumpPin = target.jump && hostKeyToPin(target.jump, seen.jumpHostKey);
@@ -150,6 +156,12 @@ export class Volume {
     this.log.debug('filesystem unmounted');
   }
 
+  /** The volume is removed: close the connection its Create kept, if no Mount took it. */
+  discardHandoff(): void {
+    this.handoff?.discard();
+    this.handoff = undefined;
+  }
+
   /** Remove the (empty) local mountpoint directory; never recursive, never remote. */
   async removeMountpoint(): Promise<void> {
     try {
@@ -197,8 +209,12 @@ export class Volume {
       const spec = this.usableSpec();
       const unpinned = (!spec.hostKey && !this.record.pinnedHostKey) || (spec.proxyJump && !spec.proxyJumpHostKey && !this.record.pinnedJumpHostKey);
       const target = spec.strictHostKeyChecking === 'accept-new' && unpinned ? await this.checkRemote('first mount') : await this.target(spec);
+      const held = this.handoff?.take();
+      this.handoff = undefined;
+      if (held) this.log.debug('mounting over the connection the check left open');
       this.fs = await this.deps.mountFs({
         target,
+        ...(held && { held }),
         mountpoint: this.mountpoint,
         ...(spec.uid !== undefined && { uid: spec.uid }),
         ...(spec.gid !== undefined && { gid: spec.gid }),

@@ -222,3 +222,24 @@ describe('reserve: the in-flight byte cap', () => {
     s.close();
   });
 });
+
+describe('a connection kept from the Create check', () => {
+  it('is used as the first connection: no new login, no new channel, and a loss reconnects as usual', async () => {
+    const fc = fakeConnect();
+    const { log } = captureLog();
+    const kept = new FakeLink();
+    const l = kept.link();
+    const sftp = await l.openSftp();
+    const s = new SftpSession(TARGET, log, { connect: fc.connect, reconnectWaitMs: 5000, held: { link: l, sftp } });
+    const ch = await s.start();
+    expect(ch.meta).toBe(sftp);
+    expect(fc.calls.length).toBe(0);
+    expect(kept.channels.length).toBe(1);
+    kept.drop();
+    expect(s.state).toBe('reconnecting');
+    await until(() => fc.calls.length === 1, 'a reconnect attempt');
+    fc.calls[0].resolve(new FakeLink());
+    expect((await s.channels()).gen).toBe(ch.gen + 1);
+    s.close();
+  });
+});

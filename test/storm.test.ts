@@ -153,6 +153,29 @@ describe('the second SFTP channel', () => {
     sshd?.remove();
   });
 
+  it('a Create and the Mount right after it cost the store one login and one sftp-server; a Remove closes a kept connection', async () => {
+    const Opts = { sshcmd: `${sshd.user}@${sshd.host}:${sshd.storeDir}`, port: String(sshd.port), IdentityFile: sshd.userKeyPath };
+    const logins = sshd.logins();
+    const starts = sshd.subsystemStarts();
+    expect((await d.call('/VolumeDriver.Create', { Name: 'handoff', Opts })).status).toBe(200);
+    const m = await d.call('/VolumeDriver.Mount', { Name: 'handoff', ID: 'h' });
+    expect(m.json.Err).toBeUndefined();
+    const data = randomBytes(64 * 1024);
+    await writeFile(join(m.json.Mountpoint as string, 'handed-over'), data);
+    expect(readFileSync(join(sshd.storeDir, 'handed-over')).equals(data)).toBe(true);
+    expect(sshd.logins() - logins).toBe(1);
+    expect(sshd.subsystemStarts() - starts).toBe(1);
+    expect((await d.call('/VolumeDriver.Unmount', { Name: 'handoff', ID: 'h' })).status).toBe(200);
+    await until(() => sshd.storeProcesses().count === 0, 'the unmounted volume to leave the store');
+    expect((await d.call('/VolumeDriver.Remove', { Name: 'handoff' })).status).toBe(200);
+
+    // Created and removed with no Mount: the kept connection does not outlive the volume.
+    expect((await d.call('/VolumeDriver.Create', { Name: 'never-mounted', Opts })).status).toBe(200);
+    expect(sshd.storeProcesses().sftpServers).toBe(1);
+    expect((await d.call('/VolumeDriver.Remove', { Name: 'never-mounted' })).status).toBe(200);
+    await until(() => sshd.storeProcesses().count === 0, 'the kept connection to close');
+  });
+
   it('opens when a lookup meets file data in flight; files written before and after the switch are intact', async () => {
     const Name = 'twochannels';
     const Opts = { sshcmd: `${sshd.user}@${sshd.host}:${sshd.storeDir}`, port: String(sshd.port), IdentityFile: sshd.userKeyPath };

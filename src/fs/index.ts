@@ -1,6 +1,7 @@
 // The boundary between a volume's mount lifecycle (src/volume.ts) and the
 // SFTP-backed FUSE filesystem. volume.ts depends on nothing else in src/fs.
 import type { Logger } from 'pino';
+import type { HeldLink } from '../sftp/handoff';
 import type { SshTarget } from '../sftp/target';
 import { mountSftpFs as mountImpl, detachStale as detachImpl } from './mount';
 
@@ -25,6 +26,8 @@ export interface FsOptions {
   reconnectTimeoutMs?: number;
   /** The Mount request was abandoned: stop retrying the first connection. */
   signal?: AbortSignal;
+  /** A connection to `target` already open and checked (Create's): used instead of connecting; this mount owns it. */
+  held?: HeldLink;
 }
 
 export type LinkState = 'connected' | 'reconnecting' | 'disconnected';

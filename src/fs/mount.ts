@@ -69,7 +69,12 @@ function promisify(f: (cb: (err: Error | null) => void) => void): Promise<void> 
 export async function mountSftpFs(opts: FsOptions): Promise<MountedFs> {
   const log = opts.log.child({ mountpoint: opts.mountpoint });
   const reconnectWaitMs = opts.reconnectTimeoutMs ?? DEFAULT_RECONNECT_WAIT_MS;
-  const session = new SftpSession(opts.target, log, { maxInFlight: opts.maxInFlightBytes, reconnectWaitMs, ...(opts.signal && { signal: opts.signal }) });
+  const session = new SftpSession(opts.target, log, {
+    maxInFlight: opts.maxInFlightBytes,
+    reconnectWaitMs,
+    ...(opts.signal && { signal: opts.signal }),
+    ...(opts.held && { held: opts.held }),
+  });
   const ch = await session.start();
   let root: string;
   try {

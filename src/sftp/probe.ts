@@ -4,6 +4,7 @@
 import type { SFTPWrapper, Stats } from 'ssh2';
 import { ConnectError, connectSsh, type SshLink, type StepLog } from './connect';
 import { withDeadline } from './deadline';
+import type { HeldLink } from './handoff';
 import { expandHome, HomePathError } from './paths';
 import { SETUP_DEADLINE_MS, openChannel, withRetry, type RetryListener } from './retry';
 import { describeTarget, type SshTarget } from './target';
@@ -15,6 +16,8 @@ export interface ProbeResult {
   jumpHostKey?: string;
   /** Absolute path of the remote directory. */
   realPath: string;
+  /** With `keep`: the checked connection, still open, for the Mount that follows (src/sftp/handoff.ts). */
+  held?: HeldLink;
 }
 
 // SFTP status codes (draft-ietf-secsh-filexfer-02 section 7).
@@ -29,6 +32,8 @@ export interface ProbeOptions {
   log?: StepLog;
   /** Each transient connection failure that is retried (for its info log line). */
   onRetry?: RetryListener;
+  /** Leave the connection open after a successful check and return it as `held`. */
+  keep?: boolean;
 }
 
 export async function probeRemote(target: SshTarget, opts: ProbeOptions, onWarn?: (m: string) => void): Promise<ProbeResult> {
@@ -48,16 +53,23 @@ export async function probeRemote(target: SshTarget, opts: ProbeOptions, onWarn?
     { deadlineMs: Math.max(SETUP_DEADLINE_MS, target.connectTimeout) },
     opts.onRetry ?? (() => undefined),
   );
+  let result: ProbeResult;
   try {
     // The steps after the handshake get the same bound: this runs under the volume's lock.
-    return await withDeadline(
+    result = await withDeadline(
       check(link, sftp, target, opts),
       target.connectTimeout,
       () => new ConnectError(`${where} accepted the connection but did not answer SFTP requests within ${target.connectTimeout} ms: check the server's sftp subsystem and load`, 'timeout'),
     );
-  } finally {
+  } catch (e) {
     link.close();
+    throw e;
   }
+  if (!opts.keep) {
+    link.close();
+    return result;
+  }
+  return { ...result, held: { link, sftp } };
 }
 
 async function check(link: SshLink, sftp: SFTPWrapper, target: SshTarget, opts: { mkdir: boolean }): Promise<ProbeResult> {

@@ -23,6 +23,7 @@ import type { Logger } from 'pino';
 import type { SFTPWrapper, Stats, FileEntry, InputAttributes } from 'ssh2';
 import { TsfsError } from '../errors';
 import { connectSsh, type SshLink, type StepLog } from './connect';
+import type { HeldLink } from './handoff';
 import { SETUP_DEADLINE_MS, logRetries, openChannel, withRetry } from './retry';
 import { describeTarget, hostKeyToPin, type SshTarget } from './target';
 
@@ -51,6 +52,8 @@ export interface SessionOptions {
   setupDeadlineMs?: number;
   /** dockerd gave up on the Mount: stop retrying. */
   signal?: AbortSignal;
+  /** An open, checked connection to the target (Create's, src/sftp/handoff.ts): start() uses it instead of connecting. */
+  held?: HeldLink;
 }
 
 /**
@@ -98,6 +101,7 @@ export class SftpSession {
   private dataAsked = 0;
   private readonly setupDeadlineMs: number;
   private readonly signal?: AbortSignal;
+  private held?: HeldLink;
 
   /** What the live connection negotiated (cipher, server version), for Status. */
   get linkInfo(): SshLink['info'] {
@@ -119,6 +123,7 @@ export class SftpSession {
     this.connect = opts.connect ?? connectSsh;
     this.setupDeadlineMs = Math.max(opts.setupDeadlineMs ?? SETUP_DEADLINE_MS, target.connectTimeout);
     this.signal = opts.signal;
+    this.held = opts.held;
   }
 
   /**
@@ -127,6 +132,17 @@ export class SftpSession {
    * caller at once.
    */
   async start(): Promise<Channels> {
+    const held = this.held;
+    this.held = undefined;
+    if (held) {
+      try {
+        return await this.adopt(held.link, performance.now(), held.sftp);
+      } catch (e) {
+        // Closed by the server since the check, or unmounting: connect as usual.
+        this.log.debug({ err: (e as Error).message }, 'connection kept from the check is gone: connecting anew');
+        this.throwIfClosed();
+      }
+    }
     return withRetry(
       ({ remainingMs }) => this.open(Math.max(1_000, Math.min(this.target.connectTimeout, remainingMs))),
       { deadlineMs: this.setupDeadlineMs, ...(this.signal && { signal: this.signal }) },
@@ -138,12 +154,17 @@ export class SftpSession {
     const t0 = performance.now();
     this.throwIfClosed();
     const link = await this.connect({ ...this.target, connectTimeout: timeoutMs }, (m) => this.log.warn(m), this.log);
+    return this.adopt(link, t0, undefined, timeoutMs);
+  }
+
+  /** Make `link` the live connection, opening its SFTP channel unless `opened` is one already open on it. */
+  private async adopt(link: SshLink, t0: number, opened?: SFTPWrapper, timeoutMs = this.target.connectTimeout): Promise<Channels> {
     try {
       // close() may have run while we connected (an unmount during a
       // reconnect): this link must not outlive it or revive the session.
       this.throwIfClosed();
       // Bounded like the handshake: a link that stalls right after it must not hang the reconnect loop.
-      const meta = await openChannel(link, timeoutMs, describeTarget(this.target));
+      const meta = opened ?? (await openChannel(link, timeoutMs, describeTarget(this.target)));
       this.throwIfClosed();
       const ext = link.extensionsOf(meta);
       adaptToServer(meta, ext);

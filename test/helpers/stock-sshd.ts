@@ -44,6 +44,9 @@ export interface StockSshd {
    * processes sharing them, so per-volume figures do not count libc N times).
    */
   storeProcesses(): { count: number; sftpServers: number; rssKiB: number; pssKiB: number };
+  /** Logins sshd accepted so far (its log), and sftp-server starts (the Subsystem wrapper counts them). */
+  logins(): number;
+  subsystemStarts(): number;
   stop(): Promise<void>;
   remove(): void;
 }
@@ -96,6 +99,7 @@ export async function startStockSshd(opts: StockSshdOptions = {}): Promise<Stock
       '#!/bin/sh',
       '# What a login shell with busy rc files costs, then the real server.',
       `i=0; while [ $i -lt ${loops} ]; do i=$((i+1)); done`,
+      `echo >> '${join(gateDir, 'starts')}'`,
       ...(opts.gate ? [`: > '${gate.started}'`, `while [ ! -e '${join(gateDir, 'open')}' ]; do sleep 0.05; done`] : []),
       'exec /usr/lib/openssh/sftp-server',
       '',
@@ -122,7 +126,7 @@ export async function startStockSshd(opts: StockSshdOptions = {}): Promise<Stock
   let err = '';
   const proc: ChildProcess = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', config], { stdio: ['ignore', 'ignore', 'pipe'] });
   proc.stderr!.on('data', (d) => {
-    if (err.length < 1 << 20) err += d.toString();
+    if (err.length < 16 << 20) err += d.toString();
   });
   await waitForPort('127.0.0.1', port, proc, () => err);
 
@@ -153,6 +157,16 @@ export async function startStockSshd(opts: StockSshdOptions = {}): Promise<Stock
         }
       }
       return { count: pids.length, sftpServers, rssKiB, pssKiB };
+    },
+    logins() {
+      return err.split('\n').filter((l) => l.includes('Accepted publickey')).length;
+    },
+    subsystemStarts() {
+      try {
+        return readFileSync(join(gateDir, 'starts'), 'utf8').length;
+      } catch {
+        return 0;
+      }
     },
     async stop() {
       if (proc.exitCode !== null || proc.signalCode !== null) return;

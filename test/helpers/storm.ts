@@ -23,6 +23,9 @@ export interface StormResult {
   mountMs: { p50: number; p99: number; max: number };
   /** On the store, while all volumes were mounted and written. */
   store: { processes: number; sftpServers: number; rssKiB: number; pssKiB: number; mounted: number };
+  /** What the store did for the whole run, Creates included: logins it accepted and sftp-server starts. */
+  logins: number;
+  subsystemStarts: number;
 }
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -47,6 +50,8 @@ export async function runStorm(d: DaemonProc, sshd: StockSshd, n: number, opts: 
   const mountMs: number[] = [];
   const mounted = new Map<string, string>(); // name -> mountpoint
   const logBefore = d.logLines().length;
+  const loginsBefore = sshd.logins();
+  const startsBefore = sshd.subsystemStarts();
   const t0 = Date.now();
   // Every "host" at once: Create (the daemon checks the remote) then Mount.
   await Promise.all(
@@ -76,6 +81,8 @@ export async function runStorm(d: DaemonProc, sshd: StockSshd, n: number, opts: 
   );
   const wallMs = Date.now() - t0;
   const procs = sshd.storeProcesses();
+  const logins = sshd.logins() - loginsBefore;
+  const subsystemStarts = sshd.subsystemStarts() - startsBefore;
   let intact = 0;
   for (const [Name, sum] of expected) {
     try {
@@ -107,5 +114,7 @@ export async function runStorm(d: DaemonProc, sshd: StockSshd, n: number, opts: 
     retries,
     mountMs: { p50: quantile(mountMs, 0.5), p99: quantile(mountMs, 0.99), max: quantile(mountMs, 1) },
     store: { processes: procs.count, sftpServers: procs.sftpServers, rssKiB: procs.rssKiB, pssKiB: procs.pssKiB, mounted: mounted.size },
+    logins,
+    subsystemStarts,
   };
 }
