@@ -21,6 +21,8 @@ export interface StormResult {
   /** Connection attempts the daemon retried (its info lines). */
   retries: number;
   mountMs: { p50: number; p99: number; max: number };
+  /** Create and Mount together: what a container waits for its volume. */
+  createMountMs: { p50: number; p99: number; max: number };
   /** On the store, while all volumes were mounted and written. */
   store: { processes: number; sftpServers: number; rssKiB: number; pssKiB: number; mounted: number };
   /** What the store did for the whole run, Creates included: logins it accepted and sftp-server starts. */
@@ -48,6 +50,7 @@ export async function runStorm(d: DaemonProc, sshd: StockSshd, n: number, opts: 
   }
   const failed = new Map<string, string>();
   const mountMs: number[] = [];
+  const createMountMs: number[] = [];
   const mounted = new Map<string, string>(); // name -> mountpoint
   const logBefore = d.logLines().length;
   const loginsBefore = sshd.logins();
@@ -57,12 +60,14 @@ export async function runStorm(d: DaemonProc, sshd: StockSshd, n: number, opts: 
   await Promise.all(
     names.map(async (Name) => {
       const Opts = { sshcmd: `${sshd.user}@${sshd.host}:${join(sshd.storeDir, Name)}`, port: String(sshd.port), IdentityFile: sshd.userKeyPath };
+      const c0 = Date.now();
       const c = await d.call('/VolumeDriver.Create', { Name, Opts });
       if (c.status !== 200) return void failed.set(Name, `Create: ${errOf(c)}`);
       const m0 = Date.now();
       const m = await d.call('/VolumeDriver.Mount', { Name, ID: `id-${Name}` });
       if (m.status !== 200) return void failed.set(Name, `Mount: ${errOf(m)}`);
       mountMs.push(Date.now() - m0);
+      createMountMs.push(Date.now() - c0);
       mounted.set(Name, m.json.Mountpoint as string);
     }),
   );
@@ -113,6 +118,7 @@ export async function runStorm(d: DaemonProc, sshd: StockSshd, n: number, opts: 
     wallMs,
     retries,
     mountMs: { p50: quantile(mountMs, 0.5), p99: quantile(mountMs, 0.99), max: quantile(mountMs, 1) },
+    createMountMs: { p50: quantile(createMountMs, 0.5), p99: quantile(createMountMs, 0.99), max: quantile(createMountMs, 1) },
     store: { processes: procs.count, sftpServers: procs.sftpServers, rssKiB: procs.rssKiB, pssKiB: procs.pssKiB, mounted: mounted.size },
     logins,
     subsystemStarts,
