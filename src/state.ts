@@ -146,6 +146,8 @@ export interface LoadResult {
 export class StateStore {
   readonly file: string;
   private writing: Promise<void> = Promise.resolve();
+  /** The snapshot the next write will store, and everyone waiting for it. */
+  private next?: { state: State; done: Promise<void> };
 
   constructor(readonly dir: string) {
     this.file = join(dir, STATE_FILE);
@@ -222,20 +224,41 @@ export class StateStore {
     return { state: { version: STATE_VERSION, volumes: [] }, quarantined: { path: aside, reason } };
   }
 
-  /** Writes are queued so that the file always ends with the last snapshot asked for. */
+  /**
+   * Writes are queued so that the file always ends with the last snapshot
+   * asked for, and grouped: saves asked for while a write is in flight share
+   * the one write after it, which stores the newest of their snapshots (each
+   * is the whole state, so it holds every change before it). Without that a
+   * storm of N Creates and N Mounts queued 2N fsynced writes behind each
+   * other, and every call waited for all of them. A save resolves once a
+   * snapshot at least as new as its own is durable.
+   */
   save(state: State): Promise<void> {
-    const text = JSON.stringify(state, null, 2) + '\n';
-    const next = this.writing.then(async () => {
-      await writeFileAtomic(this.file, text, { mode: 0o600, fsync: true });
-      // The rename is only durable once the directory entry is on disk.
-      const d = await open(this.dir, 'r');
-      try {
-        await d.sync();
-      } finally {
-        await d.close();
-      }
+    if (this.next) {
+      this.next.state = state;
+      return this.next.done;
+    }
+    const job: { state: State; done: Promise<void> } = { state, done: Promise.resolve() };
+    job.done = this.writing.then(async () => {
+      // From here on, new saves wait for the write after this one.
+      if (this.next === job) this.next = undefined;
+      await this.write(job.state);
     });
-    this.writing = next.catch(() => undefined);
-    return next;
+    this.next = job;
+    this.writing = job.done.catch(() => undefined);
+    return job.done;
   }
+
+  private async write(state: State): Promise<void> {
+    const text = JSON.stringify(state, null, 2) + '\n';
+    await writeFileAtomic(this.file, text, { mode: 0o600, fsync: true });
+    // The rename is only durable once the directory entry is on disk.
+    const d = await open(this.dir, 'r');
+    try {
+      await d.sync();
+    } finally {
+      await d.close();
+    }
+  }
+
 }
