@@ -1,11 +1,15 @@
 // Drive the real Docker Engine and the plugin Makefile from end-to-end tests.
 // Every container carries LABEL so cleanup finds what a failed test left.
 import { execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 
 export const REPO = resolve(__dirname, '../..');
-export const LABEL = 'org.tsfs.e2e=1';
+// One value per test file's run: cleanup removes this run's containers only.
+// A shared value let one checkout's cleanup `docker rm -f` the containers of
+// another's suite running on the same dockerd (they died with exit 137).
+export const LABEL = `org.tsfs.e2e=${randomBytes(6).toString('hex')}`;
 export const BASE_IMAGE = 'node:24-bookworm-slim';
 export const DOCKERD_LOG = process.env.DOCKERD_LOG ?? '/var/log/dockerd.log';
 
