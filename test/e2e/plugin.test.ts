@@ -268,6 +268,18 @@ describe('non-root containers', () => {
       expect(await dockerRun(['-u', '1000:1000', '-v', `${vol}:/storage`], ['sh', '-c', `echo a > /storage/f && echo b >> /storage/f && cat /storage/f`])).toBe('a\nb\n');
     }
   });
+
+  // The issue's second symptom: a chmod made by one container must be what
+  // the next container's permission check sees at once, not seconds later.
+  it('a directory made 0777 by root in one container takes a file from -u 1000:1000 in the next one at once', async () => {
+    const vol = await mustCreate('chmod-seen', { sshcmd: sshcmd('root', 'chmod-seen') });
+    for (let i = 0; i < 3; i++) {
+      await dockerRun(['-v', `${vol}:/s`], ['sh', '-c', `mkdir /s/d${i} && chmod 777 /s/d${i}`]);
+      expect(await dockerRun(['-u', '1000:1000', '-v', `${vol}:/s`], ['sh', '-c', `echo a > /s/d${i}/u && cat /s/d${i}/u`])).toBe('a\n');
+      expect(readFileSync(join(sshd.storeDir, 'chmod-seen', `d${i}`, 'u'), 'utf8')).toBe('a\n');
+      expect(statSync(join(sshd.storeDir, 'chmod-seen', `d${i}`)).mode & 0o777).toBe(0o777);
+    }
+  });
 });
 
 /** Zombie children of the plugin's PID 1 (found on the host through its containerd shim's -id). */
