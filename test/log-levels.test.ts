@@ -82,16 +82,17 @@ describe.each(['debug', 'trace'])('LOG_LEVEL=%s', (level) => {
     expect(get).toMatchObject({ volume: `lv-${level}`, msg: 'request failed' });
     expect(String(get!.err)).toMatch(/^no such volume/);
   });
-  it('has each connection step with its time, for the create-time check and for the mount', () => {
+  it('has each connection step with its time, for the create-time check, and the mount taking that connection over', () => {
     const steps = at(logs[level], 'debug').filter((l) => typeof l.step === 'string');
     for (const s of steps) expect(typeof s.ms).toBe('number');
-    // Twice each: once at Create (the check), once at Mount.
+    // Once: at Create (the check); the Mount right after it uses that connection (src/sftp/handoff.ts).
     const count = (name: string) => steps.filter((s) => s.step === name).length;
-    expect(count('tcp')).toBe(2);
-    expect(count('banner')).toBe(2);
+    expect(count('tcp')).toBe(1);
+    expect(count('banner')).toBe(1);
+    expect(at(logs[level], 'debug').find((l) => l.msg === 'mounting over the connection the check left open')).toMatchObject({ volume: `lv-${level}` });
     expect(steps.find((s) => s.step === 'banner')!.server).toMatch(/^SSH-2.0-OpenSSH_/);
     expect(steps.find((s) => s.step === 'handshake')).toMatchObject({ cipher: 'aes128-gcm@openssh.com', hostKeyAlgorithm: 'ssh-ed25519' });
-    expect(steps.filter((s) => s.step === 'auth').map((s) => s.method)).toEqual(['publickey', 'publickey']);
+    expect(steps.filter((s) => s.step === 'auth').map((s) => s.method)).toEqual(['publickey']);
     const sftp = steps.find((s) => s.step === 'sftp');
     expect(sftp!.extensions).toContain('posix-rename@openssh.com');
     expect(sftp!.volume).toBe(`lv-${level}`);
