@@ -2,7 +2,7 @@
 #   make demo            one-command tour (throwaway sshd, plugin, 8-container array job)
 #   make test            everything the CI runs (unit, integration and Docker end-to-end)
 #   make all enable      build the plugin from this tree and enable it as $(PLUGIN_NAME):$(PLUGIN_TAG)
-#   make storm           N = 64, 128, 256 volumes mounted at once against a stock sshd (benchmark)
+#   make storm           N = 64, 128, 256 volumes mounted at once against a stock sshd, then 32, 64, 128 containers through dockerd (benchmark)
 #   make all PLATFORM=linux/arm64   the arm64 plugin, as $(PLUGIN_NAME):$(PLUGIN_TAG)-arm64
 #   make push            both architectures to the registry in PLUGIN_NAME (README: Install)
 #   make test-upgrade    install from a local registry and upgrade with volumes in use (slow)
