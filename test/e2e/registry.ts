@@ -17,6 +17,8 @@ export interface Registry {
   /** host:port, the prefix of plugin references pushed here. */
   host: string;
   dir: string;
+  /** GET a registry API path (e.g. /v2/<name>/manifests/<tag>) over TLS, parsed as JSON. */
+  getJson(path: string, accept?: string): Promise<unknown>;
   stop(): Promise<void>;
 }
 
@@ -71,9 +73,21 @@ export async function startRegistry(): Promise<Registry> {
     if (i > 200) throw new Error(`docker-registry never answered on ${host}: ${err}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+  const getJson = (path: string, accept = 'application/json') =>
+    new Promise<unknown>((res, rej) => {
+      const req = request({ host: '127.0.0.1', port, path, ca, headers: { accept } }, (r) => {
+        let body = '';
+        r.setEncoding('utf8');
+        r.on('data', (d: string) => (body += d));
+        r.on('end', () => (r.statusCode === 200 ? res(JSON.parse(body)) : rej(new Error(`GET ${path}: HTTP ${r.statusCode}: ${body}`))));
+      });
+      req.on('error', rej);
+      req.end();
+    });
   return {
     host,
     dir,
+    getJson,
     stop: async () => {
       if (proc.exitCode === null) {
         proc.kill('SIGTERM');

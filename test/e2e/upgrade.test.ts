@@ -7,11 +7,13 @@
 //   `make push` of version 2 and the documented upgrade: disable -f, upgrade, enable;
 //   every volume and mount ID still there, new containers mount, and what the
 //   running container saw;
+//   `make push` of version 3 and the documented replace (disable -f, rm -f,
+//   install with the settings again), checked the same way;
 //   the no-registry path: `make all FORCE=1` over the installed plugin carries
 //   its settings over, and `make enable` serves the same volumes.
 // Every result is checked on the test sshd's directory and the state file.
-import { randomBytes } from 'node:crypto';
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { removeSshdDir, startSshd, type Sshd } from '../helpers/sshd';
@@ -43,6 +45,7 @@ const pluginId = async () => (await docker('plugin', 'inspect', '-f', '{{.Id}}',
 /** The plugin's 'listening' log lines since `from` (dockerdLogSize()). */
 const listening = async (from: number) => pluginJson(from, await pluginId()).filter((l) => l.msg === 'listening');
 const logSize = dockerdLogSize;
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 /** make, capturing its output (what a user sees). */
 const make = (args: string[]) => run('make', ['--no-print-directory', ...args]);
@@ -79,7 +82,8 @@ describe.skipIf(!ENABLED)('install and upgrade from a registry (make test-upgrad
     await cleanup(volumes);
     await run('docker', ['plugin', 'disable', '-f', ALIAS]);
     await run('docker', ['plugin', 'rm', '-f', ALIAS]);
-    await run('docker', ['image', 'rm', `${reg.host}/${NAME}-rootfs:1`, `${reg.host}/${NAME}-build:1`, `${reg.host}/${NAME}-rootfs:2`, `${reg.host}/${NAME}-build:2`, `${NAME}-rootfs:latest`, `${NAME}-build:latest`]);
+    const versions = ['1', '2', '3'];
+    await run('docker', ['image', 'rm', ...versions.flatMap((v) => [`${reg.host}/${NAME}-rootfs:${v}`, `${reg.host}/${NAME}-build:${v}`]), `${NAME}-rootfs:latest`, `${NAME}-build:latest`]);
     await reg?.stop();
     await sshd?.stop();
     if (sshd) removeSshdDir(sshd);
@@ -152,6 +156,46 @@ describe.skipIf(!ENABLED)('install and upgrade from a registry (make test-upgrad
     await docker('restart', '-t', '1', HOLDER);
     expect((await docker('exec', HOLDER, 'cat', '/s/held.txt')).trim()).toBe('before');
     // Restarting released the old mount ID and took a new one: still one holder.
+    expect(mountIds()[HELD]).toHaveLength(1);
+  });
+
+  it('replaces the plugin as docs/deploy.md says when upgrade fails (disable -f, rm -f, install): volumes and mount IDs survive', async () => {
+    await pushVersion('3');
+    const before = mountIds();
+    expect(before[HELD]).toHaveLength(1);
+    const oldId = await pluginId();
+    const from = logSize();
+    // Exactly the documented commands (docs/deploy.md: Upgrading, From a registry).
+    await ok('sh', ['-c', `docker plugin disable -f ${NAME} && docker plugin rm -f ${NAME}`]);
+    await docker('plugin', 'install', '--grant-all-permissions', '--alias', NAME, ref(`3-${HOST_ARCH}`),
+      `state.source=${stateDir}`, `sshkey.source=${keyDir}`, 'LOG_LEVEL=debug', 'LOG_FORMAT=json');
+    // A new plugin (new ID), enabled by install, with the settings given on the command line.
+    expect(await pluginId()).not.toBe(oldId);
+    expect((await docker('plugin', 'inspect', '-f', '{{.Enabled}} {{.PluginReference}}', ALIAS)).trim()).toBe(`true ${ref(`3-${HOST_ARCH}`)}`);
+    // Stamped <tag>: make push pushes one build of the machine's architecture as <tag> and <tag>-<arch>.
+    expect(await listening(from)).toEqual([expect.objectContaining({ build: ref('3'), volumes: 2, serving: true })]);
+    // Every volume listed again, every mount ID kept (the holder's too).
+    const listed = (await docker('volume', 'ls', '-q', '--filter', `driver=${ALIAS}`)).split('\n').filter(Boolean).sort();
+    expect(listed).toEqual([...volumes].sort());
+    expect(mountIds()).toEqual(before);
+    // New containers mount both volumes and write files that reach the store intact.
+    const data = randomBytes(2 * 1024 * 1024);
+    const src = join(work, 'in');
+    mkdirSync(src, { recursive: true });
+    writeFileSync(join(src, 'blob'), data);
+    for (const v of volumes) {
+      await docker('run', '--rm', '--label', LABEL, '-v', `${src}:/in:ro`, '-v', `${v}:/s`, BASE_IMAGE, 'sh', '-c', 'mkdir -p /s/replaced && cp /in/blob /s/replaced/model.h5');
+      expect(sha256(readFileSync(join(remoteDir(v), 'replaced/model.h5')))).toBe(sha256(data));
+    }
+    expect(await docker('run', '--rm', '--label', LABEL, '-v', `${IDLE}:/s`, BASE_IMAGE, 'cat', '/s/idle.txt')).toBe('idle-data\n');
+  });
+
+  it('after the replace, the running container sees ENOTCONN until restarted, then its volume again', async () => {
+    const seen = await run('docker', ['exec', HOLDER, 'cat', '/s/held.txt']);
+    expect(seen.code).not.toBe(0);
+    expect(seen.stderr).toContain('Transport endpoint is not connected');
+    await docker('restart', '-t', '1', HOLDER);
+    expect((await docker('exec', HOLDER, 'cat', '/s/held.txt')).trim()).toBe('before');
     expect(mountIds()[HELD]).toHaveLength(1);
   });
 
