@@ -6,7 +6,7 @@
 #   make all PLATFORM=linux/arm64   the arm64 plugin, as $(PLUGIN_NAME):$(PLUGIN_TAG)-arm64
 #   make push            both architectures to the registry in PLUGIN_NAME (README: Install)
 #   make test-upgrade    install from a local registry and upgrade with volumes in use (slow)
-#   make test-arm64      the arm64 plugin under qemu-user emulation (slow)
+#   make test-arm64      the arm64 plugin under qemu-user emulation, make push of both (slow)
 PLUGIN_NAME ?= tsfs
 PLUGIN_TAG ?= latest
 HOST_ARCH := $(shell uname -m | sed -e s/x86_64/amd64/ -e s/aarch64/arm64/)
@@ -124,8 +124,10 @@ storm:
 test-upgrade: deps
 	@scripts/ensure-deps.sh registry
 	TSFS_E2E_UPGRADE=1 npx vitest run test/e2e/upgrade.test.ts
-# The arm64 plugin built and enabled here under qemu-user emulation.
+# The arm64 plugin built and enabled here under qemu-user emulation, and
+# `make push` of both architectures to a local registry, each tag installed.
 test-arm64: deps
+	@scripts/ensure-deps.sh registry
 	TSFS_E2E_ARM64=1 npx vitest run test/e2e/arm64.test.ts
 
 demo:
