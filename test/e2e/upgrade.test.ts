@@ -197,6 +197,11 @@ describe.skipIf(!ENABLED)('install and upgrade from a registry (make test-upgrad
     await docker('restart', '-t', '1', HOLDER);
     expect((await docker('exec', HOLDER, 'cat', '/s/held.txt')).trim()).toBe('before');
     expect(mountIds()[HELD]).toHaveLength(1);
+    // The host mountpoint is under the new plugin's ID: a link made to the old
+    // one (docs/examples/batch-user-data.sh) must be made again (docs/deploy.md).
+    const mountpoint = (await docker('volume', 'inspect', '-f', '{{.Mountpoint}}', HELD)).trim();
+    expect(mountpoint.startsWith(`/var/lib/docker/plugins/${await pluginId()}/propagated-mount/`), mountpoint).toBe(true);
+    expect(readFileSync(join(mountpoint, 'held.txt'), 'utf8')).toBe('before\n');
   });
 
   it('without a registry: make all FORCE=1 replaces the installed plugin, carrying its settings over', async () => {
