@@ -13,14 +13,16 @@ import { probeRemote } from '../src/sftp/probe';
 import { mountForTest, runChild, targetFor } from './helpers/fs-mount';
 import { removeSshdDir, startSshd, type Sshd } from './helpers/sshd';
 
-const USER = `tsfs-h${randomBytes(3).toString('hex')}`;
-
+// A user of its own per server: userdel after the first block can fail while
+// a session process of the user is still exiting (the error was swallowed),
+// and the second block's useradd of the same name then failed (CI run 7 of 10).
+const run = randomBytes(3).toString('hex');
 const SERVERS = [
-  { name: 'OpenSSH (internal-sftp)', sftpServer: undefined, expandPath: true },
-  { name: 'gesftpserver', sftpServer: '/usr/libexec/gesftpserver', expandPath: false },
+  { name: 'OpenSSH (internal-sftp)', sftpServer: undefined, expandPath: true, USER: `tsfs-h${run}o` },
+  { name: 'gesftpserver', sftpServer: '/usr/libexec/gesftpserver', expandPath: false, USER: `tsfs-h${run}g` },
 ];
 
-describe.each(SERVERS)('~ in sshcmd on $name', ({ sftpServer, expandPath }) => {
+describe.each(SERVERS)('~ in sshcmd on $name', ({ sftpServer, expandPath, USER }) => {
   let sshd: Sshd;
   let home: string;
   beforeAll(async () => {
@@ -36,7 +38,8 @@ describe.each(SERVERS)('~ in sshcmd on $name', ({ sftpServer, expandPath }) => {
   afterAll(async () => {
     await sshd?.stop();
     try {
-      execFileSync('userdel', [USER]);
+      // -f: also while a session process of the user is still exiting.
+      execFileSync('userdel', ['-f', USER]);
     } catch {
       /* not created */
     }
