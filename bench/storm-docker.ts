@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { BASE_IMAGE, docker, make, run } from '../test/e2e/docker';
 import type { StockSshd } from '../test/helpers/stock-sshd';
+import { quantile } from '../test/helpers/storm';
 
 const LABEL = 'org.tsfs.storm=1';
 
@@ -21,12 +22,6 @@ export interface DockerStormResult {
   wallMs: number;
   /** `docker run` start to the container's exit, per container that succeeded. */
   runMs: { p50: number; p99: number };
-}
-
-function quantile(xs: number[], q: number): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)];
 }
 
 export interface StormPlugin {

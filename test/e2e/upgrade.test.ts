@@ -154,11 +154,7 @@ describe.skipIf(!ENABLED)('install and upgrade from a registry (make test-upgrad
   });
 
   it('the running container saw its mount die (ENOTCONN) and works again once restarted', async () => {
-    const seen = await run('docker', ['exec', HOLDER, 'cat', '/s/held.txt']);
-    expect(seen.code).not.toBe(0);
-    expect(seen.stderr).toContain('Transport endpoint is not connected');
-    await docker('restart', '-t', '1', HOLDER);
-    expect((await docker('exec', HOLDER, 'cat', '/s/held.txt')).trim()).toBe('before');
+    await holderSeesEnotconnUntilRestarted();
     // Restarting released the old mount ID and took a new one: still one holder.
     expect(mountIds()[HELD]).toHaveLength(1);
   });
@@ -195,11 +191,7 @@ describe.skipIf(!ENABLED)('install and upgrade from a registry (make test-upgrad
   }, BUILD_TIMEOUT);
 
   it('after the replace, the running container sees ENOTCONN until restarted, then its volume again', async () => {
-    const seen = await run('docker', ['exec', HOLDER, 'cat', '/s/held.txt']);
-    expect(seen.code).not.toBe(0);
-    expect(seen.stderr).toContain('Transport endpoint is not connected');
-    await docker('restart', '-t', '1', HOLDER);
-    expect((await docker('exec', HOLDER, 'cat', '/s/held.txt')).trim()).toBe('before');
+    await holderSeesEnotconnUntilRestarted();
     expect(mountIds()[HELD]).toHaveLength(1);
     // On the host the volume is under the new plugin's ID
     // (docs/examples/batch-user-data.sh links <root>/plugins/<id>/propagated-mount/<volume>):
@@ -231,3 +223,12 @@ describe.skipIf(!ENABLED)('install and upgrade from a registry (make test-upgrad
 describe.skipIf(ENABLED)('install and upgrade from a registry', () => {
   it.skip('runs with make test-upgrade (TSFS_E2E_UPGRADE=1)', () => undefined);
 });
+
+/** The running container's mount died with the old plugin: ENOTCONN until `docker restart`, then its data again. */
+async function holderSeesEnotconnUntilRestarted(): Promise<void> {
+  const seen = await run('docker', ['exec', HOLDER, 'cat', '/s/held.txt']);
+  expect(seen.code).not.toBe(0);
+  expect(seen.stderr).toContain('Transport endpoint is not connected');
+  await docker('restart', '-t', '1', HOLDER);
+  expect((await docker('exec', HOLDER, 'cat', '/s/held.txt')).trim()).toBe('before');
+}

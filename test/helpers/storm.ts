@@ -32,7 +32,7 @@ export interface StormResult {
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-function quantile(xs: number[], q: number): number {
+export function quantile(xs: number[], q: number): number {
   if (xs.length === 0) return NaN;
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)];
