@@ -233,16 +233,21 @@ static int attr_table_get (struct attr_table *t, const char *path, struct stat *
   return hit;
 }
 
-static void attr_table_set (struct attr_table *t, const char *path, const struct stat *st, double expires) {
-  size_t len = strlen(path);
-  struct attr_entry *e = malloc(sizeof(struct attr_entry) + len + 1);
-  if (e == NULL) return;
-  e->hash = attr_hash(path);
+static struct attr_entry* attr_entry_new (const char *prefix, const char *rest, const struct stat *st, double expires) {
+  size_t pl = strlen(prefix), rl = strlen(rest);
+  struct attr_entry *e = malloc(sizeof(struct attr_entry) + pl + rl + 1);
+  if (e == NULL) return NULL;
+  memcpy(e->path, prefix, pl);
+  memcpy(e->path + pl, rest, rl + 1);
+  e->hash = attr_hash(e->path);
   e->expires = expires;
   e->st = *st;
-  memcpy(e->path, path, len + 1);
-  pthread_rwlock_wrlock(&t->lock);
-  attr_table_del_locked(t, path, e->hash);
+  return e;
+}
+
+// Caller holds the write lock; e replaces any entry of the same path.
+static void attr_table_put_locked (struct attr_table *t, struct attr_entry *e) {
+  attr_table_del_locked(t, e->path, e->hash);
   // A bounded accelerator: past the cap start over (a miss only costs a trip to JS).
   if (t->count >= ATTR_MAX_ENTRIES) attr_table_clear_locked(t);
   if (t->count >= t->nbuckets * 2) attr_table_grow_locked(t);
@@ -250,6 +255,13 @@ static void attr_table_set (struct attr_table *t, const char *path, const struct
   e->next = *b;
   *b = e;
   t->count++;
+}
+
+static void attr_table_set (struct attr_table *t, const char *path, const struct stat *st, double expires) {
+  struct attr_entry *e = attr_entry_new(path, "", st, expires);
+  if (e == NULL) return;
+  pthread_rwlock_wrlock(&t->lock);
+  attr_table_put_locked(t, e);
   pthread_rwlock_unlock(&t->lock);
 }
 
@@ -286,6 +298,12 @@ typedef struct {
 
   struct attr_table *attrs;
   uint8_t implemented[35];
+
+  // Hard links (below): names with nlink > 1 whose attributes the kernel
+  // may still hold, and the thread that tells the kernel to drop them.
+  struct attr_table *links;
+  struct links_notifier *notifier;
+  double links_ttl_ms;
 } fuse_thread_t;
 
 typedef struct {
@@ -338,6 +356,175 @@ typedef struct {
 
 static pthread_key_t thread_locals_key;
 static fuse_thread_locals_t* get_thread_locals();
+
+// Hard links under entry_timeout > 0.
+//
+// libfuse's path-based API gives every name its own kernel inode, so the
+// size, times and link count the kernel caches for one name of a
+// hard-linked file do not change when the file is written, truncated,
+// linked or unlinked through another name: a stat, or an open and read,
+// of the other name within attr_timeout would see the old file. Each name
+// with nlink > 1 whose attributes went to the kernel (lookup, getattr,
+// READDIRPLUS) is noted here with the time the kernel may keep them. When
+// JS changes such a file it calls invalidate_linked, and every noted name
+// but the changed one is invalidated in the kernel (attributes and pages),
+// so the next access asks again. Only such names are noted, so every
+// other name keeps the kernel's entry and attribute caching.
+//
+// The kernel notification runs on a thread of its own per mount, never on
+// the Node thread or inside the request that made the change: dropping a
+// name's pages waits for the page locks that a reader or writer of that
+// name holds while its own request waits for an answer. Two writers of
+// one file through two names would each wait for the other.
+//
+// Ordering: a reply that ends a change from the caller's view (close,
+// fsync, setattr, link, unlink, rename) waits until every notification
+// queued before it has been delivered, so the next stat of another name
+// sees the change. A WRITE reply waits too, but at most
+// LINKS_WRITE_WAIT_MS: that bound is what breaks the cycle of the two
+// writers above.
+
+#define LINKS_WRITE_WAIT_MS 50
+
+struct pending_inval {
+  struct pending_inval *next;
+  char path[];
+};
+
+struct links_notifier {
+  pthread_mutex_t mut;
+  pthread_cond_t wake;     // work queued, or stop
+  pthread_cond_t settled;  // delivered caught up with queued
+  struct pending_inval *head;
+  uint64_t queued;         // batches queued so far
+  uint64_t delivered;      // batches delivered so far
+  int stop;
+  int started;
+  pthread_t thread;
+  struct fuse *fuse;
+};
+
+static void pending_free (struct pending_inval *p) {
+  while (p != NULL) { struct pending_inval *n = p->next; free(p); p = n; }
+}
+
+static void * links_notify_thread (void *data) {
+  struct links_notifier *n = (struct links_notifier *) data;
+  pthread_mutex_lock(&n->mut);
+  while (!n->stop) {
+    if (n->head == NULL) { pthread_cond_wait(&n->wake, &n->mut); continue; }
+    struct pending_inval *batch = n->head;
+    uint64_t upto = n->queued;
+    n->head = NULL;
+    pthread_mutex_unlock(&n->mut);
+    // -ENOENT (the name was unlinked or forgotten meanwhile) needs nothing.
+    for (struct pending_inval *p = batch; p != NULL; p = p->next) fuse_invalidate_path(n->fuse, p->path);
+    pending_free(batch);
+    pthread_mutex_lock(&n->mut);
+    n->delivered = upto;
+    pthread_cond_broadcast(&n->settled);
+  }
+  pending_free(n->head);
+  n->head = NULL;
+  n->delivered = n->queued;
+  pthread_cond_broadcast(&n->settled);
+  pthread_mutex_unlock(&n->mut);
+  return NULL;
+}
+
+static struct links_notifier * links_notifier_new (struct fuse *fuse) {
+  struct links_notifier *n = calloc(1, sizeof(struct links_notifier));
+  if (n == NULL) return NULL;
+  pthread_mutex_init(&n->mut, NULL);
+  pthread_cond_init(&n->wake, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&n->settled, &ca);
+  pthread_condattr_destroy(&ca);
+  n->fuse = fuse;
+  return n;
+}
+
+// The FUSE thread, after its loop: no request is in flight and the kernel
+// connection is gone, so a notification still running returns at once.
+static void links_notifier_free (struct links_notifier *n) {
+  if (n == NULL) return;
+  pthread_mutex_lock(&n->mut);
+  n->stop = 1;
+  int started = n->started;
+  pthread_cond_broadcast(&n->wake);
+  pthread_mutex_unlock(&n->mut);
+  if (started) pthread_join(n->thread, NULL);
+  pending_free(n->head);
+  pthread_cond_destroy(&n->wake);
+  pthread_cond_destroy(&n->settled);
+  pthread_mutex_destroy(&n->mut);
+  free(n);
+}
+
+// A worker thread, before replying: wait for the notifications queued so
+// far (at most max_ms when max_ms >= 0).
+static void links_settle (fuse_thread_t *ft, int max_ms) {
+  struct links_notifier *n = ft->notifier;
+  if (n == NULL) return;
+  pthread_mutex_lock(&n->mut);
+  uint64_t target = n->queued;
+  if (max_ms < 0) {
+    while (n->delivered < target && !n->stop) pthread_cond_wait(&n->settled, &n->mut);
+  } else if (n->delivered < target) {
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_nsec += (long) max_ms * 1000000L;
+    until.tv_sec += until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    while (n->delivered < target && !n->stop) {
+      if (pthread_cond_timedwait(&n->settled, &n->mut, &until) == ETIMEDOUT) break;
+    }
+  }
+  pthread_mutex_unlock(&n->mut);
+}
+
+// A worker thread, or the Node thread for READDIRPLUS: attributes of path
+// are on their way to the kernel.
+static void links_note (fuse_thread_t *ft, const char *path, const struct stat *st) {
+  if (S_ISDIR(st->st_mode) || st->st_nlink < 2 || ft->links == NULL) return;
+  attr_table_set(ft->links, path, st, attr_now_ms() + ft->links_ttl_ms);
+}
+
+// src was renamed to dest: the kernel moved its inodes (and those under it)
+// to the new names, so the notes follow them. Expired notes go on the way.
+static void links_renamed (fuse_thread_t *ft, const char *src, const char *dest) {
+  struct attr_table *t = ft->links;
+  if (t == NULL) return;
+  size_t sl = strlen(src);
+  double now = attr_now_ms();
+  struct attr_entry *moved = NULL;
+  pthread_rwlock_wrlock(&t->lock);
+  for (uint32_t i = 0; t->count > 0 && i < t->nbuckets; i++) {
+    struct attr_entry **pp = &t->buckets[i];
+    while (*pp != NULL) {
+      struct attr_entry *e = *pp;
+      int under = strncmp(e->path, src, sl) == 0 && (e->path[sl] == '\0' || e->path[sl] == '/');
+      if (e->expires <= now || under) {
+        *pp = e->next;
+        t->count--;
+        if (e->expires <= now) free(e);
+        else { e->next = moved; moved = e; }
+        continue;
+      }
+      pp = &e->next;
+    }
+  }
+  while (moved != NULL) {
+    struct attr_entry *e = moved;
+    moved = e->next;
+    struct attr_entry *r = attr_entry_new(dest, e->path + sl, &e->st, e->expires);
+    if (r != NULL) attr_table_put_locked(t, r);
+    free(e);
+  }
+  pthread_rwlock_unlock(&t->lock);
+}
 
 // Mount flags from JS (fuse_native_mount's last argument).
 #define FN_READDIR_PLUS 1 // readdir's stats fill READDIRPLUS entries
@@ -623,6 +810,11 @@ FUSE_METHOD(readdir, 1, 2, (const char *path, void *buf, fuse_fill_dir_t filler,
       // With FUSE_FILL_DIR_PLUS libfuse hands the stat to the kernel as the
       // entry's attributes (READDIRPLUS), so `ls -l` needs no LOOKUP/GETATTR
       // per name within the timeouts; without it, only the type is used.
+      if (plus) {
+        char full[4096];
+        int dl = strlen(l->path);
+        if (snprintf(full, sizeof(full), "%s%s%s", l->path, (dl > 0 && l->path[dl - 1] == '/') ? "" : "/", name) < (int) sizeof(full)) links_note(l->fuse, full, &st);
+      }
       int err = l->readdir_filler((char *) l->buf, name, (struct stat *) &st, 0, plus ? FUSE_FILL_DIR_PLUS : 0);
       if (err == 1) {
         break;
@@ -894,6 +1086,9 @@ static void * fuse_native_init (struct fuse_conn_info *conn, struct fuse_config 
   ft->negotiated[1] = conn->max_readahead;
   ft->negotiated[2] = conn->max_read;
   ft->negotiated[3] = conn->want;
+  // How long the kernel may keep a reply's attributes, plus a margin for
+  // the reply's way to the kernel after the note is taken.
+  ft->links_ttl_ms = cfg->attr_timeout * 1000.0 + 1000.0;
 
   l->op = op_init;
   l->op_fn = fuse_native_dispatch_init;
@@ -915,25 +1110,67 @@ static fuse_thread_t * current_ft () {
 }
 
 static int fuse3_getattr (const char *path, struct stat *st, struct fuse_file_info *fi) {
-  if (fi != NULL && current_ft()->implemented[op_fgetattr]) return fuse_native_fgetattr(path, st, fi);
-  return fuse_native_getattr(path, st);
+  fuse_thread_t *ft = current_ft();
+  int r = (fi != NULL && ft->implemented[op_fgetattr]) ? fuse_native_fgetattr(path, st, fi) : fuse_native_getattr(path, st);
+  if (r == 0) links_note(ft, path, st);
+  return r;
 }
 
+// The calls below end a change from the caller's view: each waits for the
+// hard-link notifications its change queued (see links_settle).
+
 static int fuse3_truncate (const char *path, off_t size, struct fuse_file_info *fi) {
-  if (fi != NULL && current_ft()->implemented[op_ftruncate]) return fuse_native_ftruncate(path, size, fi);
-  return fuse_native_truncate(path, size);
+  int r = (fi != NULL && current_ft()->implemented[op_ftruncate]) ? fuse_native_ftruncate(path, size, fi) : fuse_native_truncate(path, size);
+  links_settle(current_ft(), -1);
+  return r;
 }
 
 static int fuse3_chmod (const char *path, mode_t mode, struct fuse_file_info *fi) {
-  return fuse_native_chmod(path, mode);
+  int r = fuse_native_chmod(path, mode);
+  links_settle(current_ft(), -1);
+  return r;
 }
 
 static int fuse3_chown (const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi) {
-  return fuse_native_chown(path, uid, gid);
+  int r = fuse_native_chown(path, uid, gid);
+  links_settle(current_ft(), -1);
+  return r;
 }
 
 static int fuse3_utimens (const char *path, const struct timespec tv[2], struct fuse_file_info *fi) {
-  return fuse_native_utimens(path, tv);
+  int r = fuse_native_utimens(path, tv);
+  links_settle(current_ft(), -1);
+  return r;
+}
+
+static int fuse3_flush (const char *path, struct fuse_file_info *fi) {
+  int r = fuse_native_flush(path, fi);
+  links_settle(current_ft(), -1);
+  return r;
+}
+
+static int fuse3_fsync (const char *path, int datasync, struct fuse_file_info *fi) {
+  int r = fuse_native_fsync(path, datasync, fi);
+  links_settle(current_ft(), -1);
+  return r;
+}
+
+static int fuse3_link (const char *path, const char *dest) {
+  int r = fuse_native_link(path, dest);
+  links_settle(current_ft(), -1);
+  return r;
+}
+
+static int fuse3_unlink (const char *path) {
+  int r = fuse_native_unlink(path);
+  links_settle(current_ft(), -1);
+  return r;
+}
+
+static int fuse3_write (const char *path, const char *buf, size_t len, off_t offset, struct fuse_file_info *fi) {
+  int r = fuse_native_write(path, buf, len, offset, fi);
+  links_settle(current_ft(), LINKS_WRITE_WAIT_MS);
+  return r;
 }
 
 // renameat2 flags (RENAME_NOREPLACE, RENAME_EXCHANGE) have no SFTP
@@ -941,7 +1178,10 @@ static int fuse3_utimens (const char *path, const struct timespec tv[2], struct 
 // and what makes coreutils' mv fall back to a plain rename.
 static int fuse3_rename (const char *path, const char *dest, unsigned int flags) {
   if (flags != 0) return -EINVAL;
-  return fuse_native_rename(path, dest);
+  int r = fuse_native_rename(path, dest);
+  if (r == 0) links_renamed(current_ft(), path, dest);
+  links_settle(current_ft(), -1);
+  return r;
 }
 
 // Top-level dispatcher
@@ -1025,6 +1265,20 @@ static void* start_fuse_thread (void *data) {
   fuse_loop_mt(ft->fuse, cfg);
   fuse_loop_cfg_destroy(cfg);
 
+  pthread_mutex_lock(&attr_tables_mut);
+  struct links_notifier *n = ft->notifier;
+  struct attr_table *links = ft->links;
+  ft->notifier = NULL;
+  ft->links = NULL;
+  pthread_mutex_unlock(&attr_tables_mut);
+  links_notifier_free(n);
+  if (links != NULL) {
+    attr_table_clear_locked(links);
+    pthread_rwlock_destroy(&links->lock);
+    free(links->buckets);
+    free(links);
+  }
+
   fuse_unmount(ft->fuse);
   fuse_destroy(ft->fuse);
   free(ft->conn_opts);
@@ -1072,8 +1326,8 @@ NAPI_METHOD(fuse_native_mount) {
   if (implemented[op_access]) ops.access = fuse_native_access;
   if (implemented[op_truncate] || implemented[op_ftruncate]) ops.truncate = fuse3_truncate;
   if (implemented[op_getattr] || implemented[op_fgetattr]) ops.getattr = fuse3_getattr;
-  if (implemented[op_flush]) ops.flush = fuse_native_flush;
-  if (implemented[op_fsync]) ops.fsync = fuse_native_fsync;
+  if (implemented[op_flush]) ops.flush = fuse3_flush;
+  if (implemented[op_fsync]) ops.fsync = fuse3_fsync;
   if (implemented[op_fsyncdir]) ops.fsyncdir = fuse_native_fsyncdir;
   if (implemented[op_readdir]) ops.readdir = fuse_native_readdir;
   if (implemented[op_readlink]) ops.readlink = fuse_native_readlink;
@@ -1088,16 +1342,16 @@ NAPI_METHOD(fuse_native_mount) {
   if (implemented[op_open]) ops.open = fuse_native_open;
   if (implemented[op_opendir]) ops.opendir = fuse_native_opendir;
   if (implemented[op_read]) ops.read = fuse_native_read;
-  if (implemented[op_write]) ops.write = fuse_native_write;
+  if (implemented[op_write]) ops.write = fuse3_write;
   if (implemented[op_release]) ops.release = fuse_native_release;
   if (implemented[op_releasedir]) ops.releasedir = fuse_native_releasedir;
   if (implemented[op_create]) ops.create = fuse_native_create;
   // libfuse 3 always passes UTIME_OMIT/UTIME_NOW (libfuse 2 needed
   // flag_utime_omit_ok, or it dropped touch -m and touch -a).
   if (implemented[op_utimens]) ops.utimens = fuse3_utimens;
-  if (implemented[op_unlink]) ops.unlink = fuse_native_unlink;
+  if (implemented[op_unlink]) ops.unlink = fuse3_unlink;
   if (implemented[op_rename]) ops.rename = fuse3_rename;
-  if (implemented[op_link]) ops.link = fuse_native_link;
+  if (implemented[op_link]) ops.link = fuse3_link;
   if (implemented[op_symlink]) ops.symlink = fuse_native_symlink;
   if (implemented[op_mkdir]) ops.mkdir = fuse_native_mkdir;
   if (implemented[op_rmdir]) ops.rmdir = fuse_native_rmdir;
@@ -1140,6 +1394,10 @@ NAPI_METHOD(fuse_native_mount) {
   strncpy(ft->mntopts, mntopts, 1024);
   ft->fuse = fuse;
   if (ft->attrs == NULL) ft->attrs = attr_table_new();
+  if (ft->links == NULL) ft->links = attr_table_new();
+  ft->notifier = links_notifier_new(fuse);
+  ft->links_ttl_ms = 2000.0; // until init says
+
   ft->mounted++;
 
   int err = uv_async_init(uv_default_loop(), &(ft->async), (uv_async_cb) fuse_native_async_init);
@@ -1198,6 +1456,61 @@ NAPI_METHOD(fuse_native_attr_delete) {
   return NULL;
 }
 
+// invalidate_linked(thread, exceptPath): a file with more than one name (or
+// one not known to have a single name) changed. Queue the kernel
+// invalidation of every noted multiply-linked name but exceptPath, whose
+// own inode the kernel updates itself. Returns how many were queued.
+NAPI_METHOD(fuse_native_invalidate_linked) {
+  NAPI_ARGV(2)
+  NAPI_ARGV_BUFFER_CAST(fuse_thread_t *, ft, 0);
+  NAPI_ARGV_UTF8(except, 4096, 1);
+  uint32_t queued = 0;
+  pthread_mutex_lock(&attr_tables_mut);
+  struct attr_table *t = ft->links;
+  struct links_notifier *n = ft->notifier;
+  if (t != NULL && n != NULL && ft->mounted) {
+    struct pending_inval *list = NULL, *tail = NULL;
+    double now = attr_now_ms();
+    pthread_rwlock_wrlock(&t->lock);
+    for (uint32_t i = 0; t->count > 0 && i < t->nbuckets; i++) {
+      struct attr_entry **pp = &t->buckets[i];
+      while (*pp != NULL) {
+        struct attr_entry *e = *pp;
+        if (strcmp(e->path, except) == 0) { pp = &e->next; continue; }
+        *pp = e->next;
+        t->count--;
+        size_t len = strlen(e->path);
+        struct pending_inval *p = e->expires > now ? malloc(sizeof(struct pending_inval) + len + 1) : NULL;
+        if (p != NULL) {
+          memcpy(p->path, e->path, len + 1);
+          p->next = NULL;
+          if (tail == NULL) list = p; else tail->next = p;
+          tail = p;
+          queued++;
+        }
+        free(e);
+      }
+    }
+    pthread_rwlock_unlock(&t->lock);
+    if (list != NULL) {
+      pthread_mutex_lock(&n->mut);
+      tail->next = n->head;
+      n->head = list;
+      n->queued++;
+      if (!n->started) {
+        if (pthread_create(&n->thread, NULL, links_notify_thread, n) == 0) n->started = 1;
+        else { pending_free(n->head); n->head = NULL; n->delivered = n->queued; } // no waiter may hang on it
+      }
+      pthread_cond_signal(&n->wake);
+      pthread_mutex_unlock(&n->mut);
+    }
+  }
+  pthread_mutex_unlock(&attr_tables_mut);
+  napi_value res;
+  napi_create_uint32(env, queued, &res);
+  return res;
+}
+
 // The table's clock, for tests that check JS's Fuse.monotonicNow() against it.
 NAPI_METHOD(fuse_native_monotonic_ms) {
   napi_value res;
@@ -1251,6 +1564,7 @@ NAPI_INIT() {
   NAPI_EXPORT_FUNCTION(fuse_native_attr_set)
   NAPI_EXPORT_FUNCTION(fuse_native_attr_delete)
   NAPI_EXPORT_FUNCTION(fuse_native_attr_clear)
+  NAPI_EXPORT_FUNCTION(fuse_native_invalidate_linked)
 
   NAPI_EXPORT_FUNCTION(fuse_native_signal_getattr)
   NAPI_EXPORT_FUNCTION(fuse_native_signal_init)

@@ -56,5 +56,13 @@ declare class Fuse {
   attrCacheSet(path: string, stat: object, expiresAt: number): void;
   attrCacheDelete(path: string): void;
   attrCacheClear(): void;
+  /**
+   * A file that may have other names changed: the kernel drops what it
+   * holds for every other multiply-linked name it was given (with entry or
+   * attr timeouts above 0, libfuse gives each name its own kernel inode).
+   * Call before answering the changing request. Returns how many names
+   * were queued.
+   */
+  invalidateLinked(exceptPath?: string): number;
 }
 export = Fuse;

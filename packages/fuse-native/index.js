@@ -675,6 +675,15 @@ class Fuse extends Nanoresource {
     if (this._thread) binding.fuse_native_attr_clear(this._thread)
   }
 
+  // A file with more than one name, or one not known to have only one,
+  // changed: the kernel forgets the attributes and pages it holds for every
+  // other multiply-linked name (fuse-native.c, "Hard links"). Replies that
+  // end a change wait for this; call it before answering the request.
+  // Returns how many names were queued.
+  invalidateLinked (exceptPath = '') {
+    return this._thread ? binding.fuse_native_invalidate_linked(this._thread, exceptPath) : 0
+  }
+
   // The caller of the request whose handler is running now: libfuse's
   // fuse_get_context() taken in the worker thread, copied into this instance
   // right before the handler is called. Valid synchronously at the handler's

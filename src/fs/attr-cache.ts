@@ -49,6 +49,11 @@ export interface AttrMirror {
   set(path: string, attrs: RemoteAttrs, expiresAt: number): void;
   delete(path: string): void;
   clear(): void;
+  /**
+   * A file that may have other names changed (`except` is the changed
+   * name): the kernel must forget what it holds for the other names.
+   */
+  linkedChanged?(except?: string): void;
 }
 
 export interface CacheLimits {
@@ -274,20 +279,29 @@ export class AttrCache {
     // numbers): forget every name with more than one link rather than serve
     // their old size. When the path itself is not cached, it may be one of them.
     const e = this.attrs.peek(path, { allowStale: true });
-    if (this.linked.size > 0 && (!e || (e.attrs.nlink ?? 1) > 1)) this.dropLinked(false);
+    if (!e || (e.attrs.nlink ?? 1) > 1) this.dropLinked(false, path);
     if (e?.attrs.nlink !== undefined) this.nlinks.set(path, e.attrs.nlink);
     this.attrs.delete(path);
   }
 
-  /** Link counts changed (link, or unlink of a name with other names): forget every multiply-linked name. */
-  dropLinked(countsChanged = true): void {
+  /**
+   * Link counts changed (link, or unlink of a name with other names), or
+   * `changed`, a file that may have other names, did: forget every
+   * multiply-linked name, here and in the kernel.
+   */
+  dropLinked(countsChanged = true, changed?: string): void {
     if (countsChanged) this.nlinks.clear();
-    for (const k of [...this.linked]) {
-      const n = this.attrs.peek(k, { allowStale: true })?.attrs.nlink;
-      if (!countsChanged && n !== undefined) this.nlinks.set(k, n);
-      this.changed(k);
-      this.attrs.delete(k);
+    if (this.linked.size > 0) {
+      for (const k of [...this.linked]) {
+        const n = this.attrs.peek(k, { allowStale: true })?.attrs.nlink;
+        if (!countsChanged && n !== undefined) this.nlinks.set(k, n);
+        this.changed(k);
+        this.attrs.delete(k);
+      }
     }
+    // The kernel may hold names this cache has already let go of (expired
+    // here, still within its own attr_timeout): the binding keeps those.
+    this.mirror?.linkedChanged?.(changed);
   }
 
   /** `src` is now `dst` (rename through this mount): the entry and what is cached under it move away. */

@@ -43,19 +43,16 @@ function fuseOptions(opts: FsOptions, ttlSeconds: number): string[] {
     // local filesystem would; without it every uid could do anything
     // allow_other lets in, as the SSH user.
     'default_permissions',
-    // libfuse's path-based API gives each hard link its own kernel inode,
-    // so a size/nlink the kernel caches for one name goes stale when data is
-    // written through the other (measured with entry_timeout=1 and
-    // attr_timeout=1: test/posix.test.ts's hard-link scenario read the old,
-    // shorter content through the other name). entry_timeout=0 makes the
-    // kernel look every name up again on each path walk, and that LOOKUP
-    // refreshes the inode's attributes from our cache, which drops every
-    // hard-linked name's entry when one of them changes. attr_timeout can
-    // then be 1 s: a stat after a lookup, and the permission checks on each
-    // directory of a walk, no longer ask us again (request counts in
-    // docs/performance.md, bench/count-requests.ts).
+    // The kernel keeps names and attributes for up to 1 s (never longer
+    // than our own cache), as sshfs does: a path walk or a stat within that
+    // time costs no request (counts in docs/performance.md,
+    // bench/count-requests.ts). libfuse's path-based API gives each hard
+    // link its own kernel inode, so a change made through one name would
+    // leave the other names' cached size and link count stale for that
+    // second; the binding makes the kernel forget them when one changes
+    // (AttrCache.dropLinked, fuse-native.c "Hard links").
     `attr_timeout=${kernelTtl}`,
-    'entry_timeout=0',
+    `entry_timeout=${kernelTtl}`,
     `fsname=${fsname}`,
     'subtype=tsfs',
     ...(opts.readOnly ? ['ro'] : []),
@@ -113,18 +110,19 @@ export async function mountSftpFs(opts: FsOptions): Promise<MountedFs> {
     const callerContext = () => (typeof binding?.callerContext === 'function' ? binding.callerContext() : undefined);
     fuse = new Fuse(opts.mountpoint, fuseOps(ops, { session, log, callerContext, observe: stats.observe }), {
       allowOther: opts.allowOther,
+      readdirPlus: true,
       timeout: timeouts(reconnectWaitMs),
       extraOptions: fuseOptions(opts, ttl),
     });
     binding = fuse as unknown as typeof binding;
     // Cached attributes are answered in libfuse's worker thread, without the
-    // hand-off to this thread: with entry_timeout=0 (above) every path walk
-    // looks each name up, and a lookup is a getattr (docs/performance.md).
+    // hand-off to this thread: a lookup is a getattr (docs/performance.md).
     ops.cache.mirrorTo({
       // Both sides count CLOCK_MONOTONIC ms (monotonicMs() is Fuse.monotonicNow()'s clock).
       set: (p, a, expiresAt) => fuse.attrCacheSet(p, ops.toStat(a), expiresAt),
       delete: (p) => fuse.attrCacheDelete(p),
       clear: () => fuse.attrCacheClear(),
+      linkedChanged: (except) => void fuse.invalidateLinked(except),
     });
     await promisify((cb) => fuse.mount(cb));
   } catch (e) {
@@ -205,8 +203,9 @@ export async function detachStale(mountpoint: string): Promise<boolean> {
   try {
     // A name inside, not the mountpoint itself: the kernel answers a stat of
     // the root from attributes cached for attr_timeout (1 s) even when the
-    // server is gone, while a lookup (never cached: entry_timeout=0) must ask
-    // it. On a plain directory or a live mount this is just ENOENT.
+    // server is gone, while a lookup of a name that does not exist must ask
+    // it (libfuse caches no negative entries: negative_timeout=0). On a
+    // plain directory or a live mount this is just ENOENT.
     await stat(join(mountpoint, '.tsfs-liveness-probe'));
     return false;
   } catch (e) {
