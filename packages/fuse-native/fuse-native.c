@@ -265,6 +265,67 @@ static void attr_table_set (struct attr_table *t, const char *path, const struct
   pthread_rwlock_unlock(&t->lock);
 }
 
+// Directory listings, kept per open directory.
+//
+// libfuse's high-level API can take a listing two ways. Given offsets, it
+// passes each entry straight into the kernel's buffer and, for READDIRPLUS,
+// with a node and attributes, so the kernel needs no LOOKUP per name within
+// entry_timeout. Given none, it keeps the listing itself and sends entries
+// without attributes. Offsets mean one readdir call per kernel buffer
+// (about 4 KiB, a few dozen entries), so the listing JS gives at offset 0 is
+// kept here, on the directory's handle, and the later calls are answered
+// from it in the worker thread without JS. rewinddir (offset 0) asks JS again.
+
+#define DIR_NAME_ONLY 0 // no stat: the kernel learns the type by LOOKUP
+#define DIR_TYPE 1      // stat for d_type only
+#define DIR_ATTRS 2     // stat fit to be the name's attributes (READDIRPLUS)
+
+struct dir_snap_entry {
+  struct stat st;
+  int kind;
+  char name[];
+};
+
+struct dir_snap {
+  struct dir_snap_entry **e;
+  uint32_t n;
+  uint32_t cap;
+  int valid;  // filled by JS since the last offset-0 call
+  int failed; // out of memory while filling
+};
+
+static void dir_snap_clear (struct dir_snap *s) {
+  for (uint32_t i = 0; i < s->n; i++) free(s->e[i]);
+  s->n = 0;
+  s->valid = 0;
+  s->failed = 0;
+}
+
+static void dir_snap_free (struct dir_snap *s) {
+  if (s == NULL) return;
+  dir_snap_clear(s);
+  free(s->e);
+  free(s);
+}
+
+static int dir_snap_add (struct dir_snap *s, const char *name, const struct stat *st, int kind) {
+  if (s->n == s->cap) {
+    uint32_t cap = s->cap ? s->cap * 2 : 64;
+    struct dir_snap_entry **e = realloc(s->e, cap * sizeof(*e));
+    if (e == NULL) return -1;
+    s->e = e;
+    s->cap = cap;
+  }
+  size_t len = strlen(name);
+  struct dir_snap_entry *d = malloc(sizeof(struct dir_snap_entry) + len + 1);
+  if (d == NULL) return -1;
+  d->st = *st;
+  d->kind = kind;
+  memcpy(d->name, name, len + 1);
+  s->e[s->n++] = d;
+  return 0;
+}
+
 // Data structures
 
 typedef struct {
@@ -343,6 +404,7 @@ typedef struct {
 
   // Readdir
   fuse_fill_dir_t readdir_filler;
+  struct dir_snap *snap;
 
   // Caller of the current request (fuse_get_context() in the worker thread)
   uint32_t caller[4];
@@ -770,7 +832,7 @@ FUSE_METHOD(write, 6, 2, (const char *path, const char *buf, size_t len, off_t o
   if (IS_ARRAY_BUFFER_DETACH_SUPPORTED == 1) assert(napi_detach_arraybuffer(env, argv[3]) == napi_ok);
 })
 
-FUSE_METHOD(readdir, 1, 2, (const char *path, void *buf, fuse_fill_dir_t filler, off_t offset, struct fuse_file_info *info, enum fuse_readdir_flags flags), {
+FUSE_METHOD(readdir, 1, 3, (const char *path, void *buf, fuse_fill_dir_t filler, off_t offset, struct fuse_file_info *info, enum fuse_readdir_flags flags), {
   l->flags = flags;
   l->buf = buf;
   l->path = path;
@@ -780,45 +842,54 @@ FUSE_METHOD(readdir, 1, 2, (const char *path, void *buf, fuse_fill_dir_t filler,
 }, {
   napi_create_string_utf8(env, l->path, NAPI_AUTO_LENGTH, &(argv[2]));
 }, {
-  uint32_t stats_length;
-  uint32_t names_length;
-  napi_get_array_length(env, argv[3], &stats_length);
-  napi_get_array_length(env, argv[2], &names_length);
-
+  uint32_t stats_length = 0;
+  uint32_t names_length = 0;
   napi_value raw_names = argv[2];
   napi_value raw_stats = argv[3];
-
-  if (names_length != stats_length) {
+  if (res >= 0) {
+    napi_get_array_length(env, raw_stats, &stats_length);
+    napi_get_array_length(env, raw_names, &names_length);
+  }
+  if (res < 0) {
+    // nothing to list
+  } else if (l->snap != NULL) {
+    // Kept for the worker thread, which fills the kernel's buffers from it.
+    uint8_t *plus = NULL;
+    size_t plus_length = 0;
+    napi_typedarray_type pt;
+    napi_value pab;
+    size_t pofs;
+    if (napi_get_typedarray_info(env, argv[4], &pt, &plus_length, (void **) &plus, &pab, &pofs) != napi_ok || pt != napi_uint8_array) plus_length = 0;
     NAPI_FOR_EACH(raw_names, raw_name) {
       NAPI_UTF8(name, 1024, raw_name)
-      int err = l->readdir_filler((char *) l->buf, name, NULL, 0, 0);
-      if (err == 1) {
-        break;
+      struct stat st;
+      int kind = DIR_NAME_ONLY;
+      memset(&st, 0, sizeof(st));
+      if (names_length == stats_length) {
+        napi_value raw_stat;
+        napi_get_element(env, raw_stats, i, &raw_stat);
+        NAPI_BUFFER_CAST(uint32_t*, stats_array, raw_stat);
+        populate_stat(stats_array, &st);
+        kind = (i < plus_length && plus[i]) ? DIR_ATTRS : DIR_TYPE;
       }
+      if (dir_snap_add(l->snap, name, &st, kind) != 0) { l->snap->failed = 1; break; }
     }
   } else {
-    int plus = (l->flags & FUSE_READDIR_PLUS) && (l->fuse->flags & FN_READDIR_PLUS);
+    // libfuse keeps the whole listing and answers every offset from it
+    // ("filled" mode), which can carry no attributes: READDIRPLUS entries
+    // from it have no inode, so no FUSE_FILL_DIR_PLUS here.
     NAPI_FOR_EACH(raw_names, raw_name) {
       NAPI_UTF8(name, 1024, raw_name)
-      napi_value raw_stat;
-      napi_get_element(env, raw_stats, i, &raw_stat);
-
-      NAPI_BUFFER_CAST(uint32_t*, stats_array, raw_stat);
       struct stat st;
-      populate_stat(stats_array, &st);
-
-      // With FUSE_FILL_DIR_PLUS libfuse hands the stat to the kernel as the
-      // entry's attributes (READDIRPLUS), so `ls -l` needs no LOOKUP/GETATTR
-      // per name within the timeouts; without it, only the type is used.
-      if (plus) {
-        char full[4096];
-        int dl = strlen(l->path);
-        if (snprintf(full, sizeof(full), "%s%s%s", l->path, (dl > 0 && l->path[dl - 1] == '/') ? "" : "/", name) < (int) sizeof(full)) links_note(l->fuse, full, &st);
+      struct stat *stp = NULL;
+      if (names_length == stats_length) {
+        napi_value raw_stat;
+        napi_get_element(env, raw_stats, i, &raw_stat);
+        NAPI_BUFFER_CAST(uint32_t*, stats_array, raw_stat);
+        populate_stat(stats_array, &st);
+        stp = &st;
       }
-      int err = l->readdir_filler((char *) l->buf, name, (struct stat *) &st, 0, plus ? FUSE_FILL_DIR_PLUS : 0);
-      if (err == 1) {
-        break;
-      }
+      if (l->readdir_filler((char *) l->buf, name, stp, 0, 0) == 1) break;
     }
   }
 })
@@ -1173,6 +1244,51 @@ static int fuse3_write (const char *path, const char *buf, size_t len, off_t off
   return r;
 }
 
+// A directory handle carries its listing (see "Directory listings") when JS
+// has no opendir of its own to put in fi->fh.
+static int fuse3_opendir (const char *path, struct fuse_file_info *fi) {
+  if (current_ft()->implemented[op_opendir]) return fuse_native_opendir(path, fi);
+  fi->fh = (uint64_t) (uintptr_t) calloc(1, sizeof(struct dir_snap)); // NULL: libfuse keeps the listing
+  return 0;
+}
+
+static int fuse3_releasedir (const char *path, struct fuse_file_info *fi) {
+  fuse_thread_t *ft = current_ft();
+  if (ft->implemented[op_opendir]) return ft->implemented[op_releasedir] ? fuse_native_releasedir(path, fi) : 0;
+  dir_snap_free((struct dir_snap *) (uintptr_t) fi->fh);
+  return 0;
+}
+
+static int fuse3_readdir (const char *path, void *buf, fuse_fill_dir_t filler, off_t offset, struct fuse_file_info *fi, enum fuse_readdir_flags flags) {
+  fuse_thread_t *ft = current_ft();
+  struct dir_snap *s = (fi != NULL && !ft->implemented[op_opendir]) ? (struct dir_snap *) (uintptr_t) fi->fh : NULL;
+  if (s == NULL) return fuse_native_readdir(path, buf, filler, offset, fi, flags);
+  if (offset == 0 || !s->valid) {
+    dir_snap_clear(s);
+    fuse_thread_locals_t *l = get_thread_locals();
+    l->snap = s;
+    int r = fuse_native_readdir(path, buf, filler, offset, fi, flags);
+    l->snap = NULL;
+    if (r < 0) return r;
+    if (s->failed) { dir_snap_clear(s); return -ENOMEM; }
+    s->valid = 1;
+  }
+  int plus_ok = (flags & FUSE_READDIR_PLUS) && (ft->flags & FN_READDIR_PLUS);
+  size_t dl = strlen(path);
+  for (uint32_t i = offset < 0 ? 0 : (uint32_t) offset; i < s->n; i++) {
+    struct dir_snap_entry *e = s->e[i];
+    int plus = plus_ok && e->kind == DIR_ATTRS;
+    if (plus) {
+      // Attributes on their way to the kernel (see "Hard links").
+      char full[4096];
+      if (snprintf(full, sizeof(full), "%s%s%s", path, (dl > 0 && path[dl - 1] == '/') ? "" : "/", e->name) < (int) sizeof(full)) links_note(ft, full, &e->st);
+    }
+    // The offset given with an entry is where the next one starts.
+    if (filler(buf, e->name, e->kind == DIR_NAME_ONLY ? NULL : &e->st, (off_t) i + 1, plus ? FUSE_FILL_DIR_PLUS : 0) == 1) break;
+  }
+  return 0;
+}
+
 // renameat2 flags (RENAME_NOREPLACE, RENAME_EXCHANGE) have no SFTP
 // equivalent; EINVAL is what the kernel answered for them under libfuse 2,
 // and what makes coreutils' mv fall back to a plain rename.
@@ -1329,7 +1445,7 @@ NAPI_METHOD(fuse_native_mount) {
   if (implemented[op_flush]) ops.flush = fuse3_flush;
   if (implemented[op_fsync]) ops.fsync = fuse3_fsync;
   if (implemented[op_fsyncdir]) ops.fsyncdir = fuse_native_fsyncdir;
-  if (implemented[op_readdir]) ops.readdir = fuse_native_readdir;
+  if (implemented[op_readdir]) ops.readdir = fuse3_readdir;
   if (implemented[op_readlink]) ops.readlink = fuse_native_readlink;
   if (implemented[op_chown]) ops.chown = fuse3_chown;
   if (implemented[op_chmod]) ops.chmod = fuse3_chmod;
@@ -1340,11 +1456,11 @@ NAPI_METHOD(fuse_native_mount) {
   if (implemented[op_removexattr]) ops.removexattr = fuse_native_removexattr;
   if (implemented[op_statfs]) ops.statfs = fuse_native_statfs;
   if (implemented[op_open]) ops.open = fuse_native_open;
-  if (implemented[op_opendir]) ops.opendir = fuse_native_opendir;
+  ops.opendir = fuse3_opendir;
   if (implemented[op_read]) ops.read = fuse_native_read;
   if (implemented[op_write]) ops.write = fuse3_write;
   if (implemented[op_release]) ops.release = fuse_native_release;
-  if (implemented[op_releasedir]) ops.releasedir = fuse_native_releasedir;
+  ops.releasedir = fuse3_releasedir;
   if (implemented[op_create]) ops.create = fuse_native_create;
   // libfuse 3 always passes UTIME_OMIT/UTIME_NOW (libfuse 2 needed
   // flag_utime_omit_ok, or it dropped touch -m and touch -a).

@@ -12,8 +12,9 @@ declare namespace Fuse {
     extraOptions?: string[];
     /**
      * Hand readdir's stats to the kernel as READDIRPLUS entries (this copy's
-     * addition): the kernel then caches each entry's attributes (attr_timeout)
-     * and, with entry_timeout > 0, its name, as if looked up.
+     * addition), for the names whose `plus` flag readdir's callback set: the
+     * kernel then caches each such entry's attributes (attr_timeout) and its
+     * name (entry_timeout), as if looked up.
      */
     readdirPlus?: boolean;
   }

@@ -504,11 +504,14 @@ class Fuse extends Nanoresource {
     })
   }
 
+  // plus (optional, one boolean per name): the stat is what a lookup of the
+  // name would answer, so the kernel may take it as the name's attributes
+  // (READDIRPLUS, with readdirPlus set); otherwise only its type is used.
   _op_readdir (signal, path) {
-    this.ops.readdir(path, (err, names, stats) => {
+    this.ops.readdir(path, (err, names, stats, plus) => {
       if (err) return signal(err)
       if (stats) stats = stats.map(getStatArray)
-      return signal(0, names, stats || [])
+      return signal(0, names, stats || [], Uint8Array.from(plus || [], Boolean))
     })
   }
 

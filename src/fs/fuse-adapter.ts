@@ -79,7 +79,7 @@ export function fuseOps(ops: SftpOps, o: AdapterOptions): Record<string, unknown
     getattr: (p: string, cb: Cb) => run('getattr', p, () => ops.getattr(p), cb, (s) => [s]),
     fgetattr: (p: string, fd: number, cb: Cb) => run('fgetattr', p, () => ops.fgetattr(p, fd), cb, (s) => [s]),
     access: (p: string, _mode: number, cb: Cb) => run('access', p, () => ops.access(p), cb),
-    readdir: (p: string, cb: Cb) => run('readdir', p, () => ops.readdir(p), cb, (r) => [r.names, r.stats]),
+    readdir: (p: string, cb: Cb) => run('readdir', p, () => ops.readdir(p), cb, (r) => [r.names, r.stats, r.plus]),
     statfs: (p: string, cb: Cb) => run('statfs', p, () => ops.statfs(), cb, (s) => [s]),
     readlink: (p: string, cb: Cb) => run('readlink', p, () => ops.readlink(p), cb, (t) => [t]),
     mkdir: (p: string, mode: number, cb: Cb) => {

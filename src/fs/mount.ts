@@ -53,6 +53,12 @@ function fuseOptions(opts: FsOptions, ttlSeconds: number): string[] {
     // (AttrCache.dropLinked, fuse-native.c "Hard links").
     `attr_timeout=${kernelTtl}`,
     `entry_timeout=${kernelTtl}`,
+    // Every READDIR a READDIRPLUS, not only the first buffer of a listing
+    // (libfuse's default "auto"): `ls -l` reads the whole listing before its
+    // first lstat, so under "auto" every name after the first few dozen was
+    // looked up again. Each READDIRPLUS after the first is answered in C
+    // from the listing kept on the directory's handle (fuse-native.c).
+    'readdirplus=yes',
     `fsname=${fsname}`,
     'subtype=tsfs',
     ...(opts.readOnly ? ['ro'] : []),

@@ -184,10 +184,15 @@ export class SftpOps {
   }
 
   /**
-   * Names with their stats: libfuse 2 turns each mode into the entry's d_type,
-   * so `find -type f` and friends need no lookup per name (docs/performance.md).
+   * Names with their stats: each mode becomes the entry's d_type, so `find
+   * -type f` and friends need no lookup per name (docs/performance.md).
+   * `plus` marks the stats that are what a lookup of the name answers now
+   * (the cache took them): the kernel takes those as the names' attributes
+   * (READDIRPLUS), so `ls -l` needs no LOOKUP per name. A name whose answer
+   * raced a change or whose writes are still queued is not cached, and the
+   * kernel looks it up as before.
    */
-  async readdir(path: string): Promise<{ names: string[]; stats: ReturnType<SftpOps['toStat']>[] }> {
+  async readdir(path: string): Promise<{ names: string[]; stats: ReturnType<SftpOps['toStat']>[]; plus: boolean[] }> {
     const { meta } = await this.ch();
     const since = this.cache.beginFetch();
     let entries: { name: string; attrs: RemoteAttrs }[];
@@ -199,7 +204,17 @@ export class SftpOps {
       this.cache.endFetch();
     }
     const dir = this.toStat({ mode: S_IFDIR | 0o755, uid: 0, gid: 0, size: 0, atime: 0, mtime: 0 });
-    return { names: ['.', '..', ...entries.map((e) => e.name)], stats: [dir, dir, ...entries.map((e) => this.toStat(e.attrs))] };
+    const names = ['.', '..'];
+    const stats = [dir, dir];
+    const plus = [false, false];
+    const prefix = path === '/' ? '/' : `${path}/`;
+    for (const e of entries) {
+      const hit = this.cache.lookup(prefix + e.name);
+      names.push(e.name);
+      stats.push(this.toStat(hit.kind === 'hit' ? hit.attrs : e.attrs));
+      plus.push(hit.kind === 'hit');
+    }
+    return { names, stats, plus };
   }
 
   async statfs(): Promise<Record<string, number>> {
