@@ -315,11 +315,21 @@ export class AttrCache {
     else this.nlinks.delete(dst);
   }
 
-  /** A name appeared in its directory through this mount. */
-  added(path: string): void {
+  /**
+   * A name appeared in its directory through this mount. `createdAt`, the
+   * server's mtime of a new file, is the directory's new mtime too: then
+   * the directory's entry is kept with that mtime instead of dropped. Its
+   * mode and owner, which the kernel checks on every path walk through it
+   * (default_permissions), did not change, and the kernel asks for them
+   * after each create; dropping the entry cost a round trip per file made.
+   */
+  added(path: string, createdAt?: number): void {
     this.changed(path);
     this.attrs.delete(path);
+    const dir = posix.dirname(path);
+    const d = createdAt === undefined ? undefined : this.attrs.get(dir);
     this.changedDir(path, (names, base) => names.add(base));
+    if (d && d.expires > this.now()) this.setAttr(dir, { ...d.attrs, mtime: Math.max(d.attrs.mtime, createdAt!) }, d.expires);
   }
 
   /** A name disappeared through this mount; for a directory, everything under it goes too. */

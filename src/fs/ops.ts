@@ -577,7 +577,7 @@ export class SftpOps {
     if (a && pflags & TRUNCATES && a.size !== 0) a = undefined;
     let seen: RemoteAttrs | undefined = a && attrsOf(a);
     if (op === 'create') {
-      this.cache.added(path);
+      this.cache.added(path, a?.mtime);
       seen = await this.finishNew(path, a, attrs.mode ?? 0o644, caller).catch(async (e) => {
         await sftpCall.close(data, remote).catch(() => undefined);
         throw e;

@@ -25,6 +25,25 @@ function setup(opts: { limits?: Partial<ConstructorParameters<typeof AttrCache>[
 }
 
 describe('AttrCache', () => {
+  it('a file made in a cached directory keeps the directory\'s entry, with the new file\'s mtime; other additions drop it', () => {
+    const { cache, held, put, advance, now } = setup();
+    put('/d', { ...dir, mtime: 100 });
+    const expiresAt = held.get('/d')!.expiresAt;
+    advance(5_000);
+    cache.added('/d/new', 160);
+    expect(cache.lookup('/d')).toEqual({ kind: 'hit', attrs: { ...dir, mtime: 160 } });
+    // Mirrored with its old deadline: keeping the entry does not extend it.
+    expect(held.get('/d')).toEqual({ attrs: { ...dir, mtime: 160 }, expiresAt });
+    // A server clock behind ours never moves the mtime back.
+    cache.added('/d/older', 90);
+    expect(cache.lookup('/d')).toEqual({ kind: 'hit', attrs: { ...dir, mtime: 160 } });
+    // No server time (mkdir, rename, link): the directory is asked again.
+    cache.added('/d/sub');
+    expect(cache.lookup('/d').kind).toBe('miss');
+    expect(held.has('/d')).toBe(false);
+    expect(now()).toBeLessThan(expiresAt);
+  });
+
   it('serves an entry until its TTL on the clock it is given, and the mirror gets the same deadline', () => {
     const { cache, held, put, advance, now } = setup();
     put('/f', file(3));
