@@ -2,7 +2,7 @@
 // the binding answers in C or hands to JS, checked from child processes
 // through a real FUSE mount (never synchronous I/O from this process, which
 // serves the mount).
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -277,5 +277,126 @@ describe('fuse-native with entry and attribute timeouts (READDIRPLUS, hard links
     } finally {
       onChange = (path: string) => void f.invalidateLinked(path);
     }
+  });
+});
+
+describe('fuse-native early write replies (writeBehind)', () => {
+  let dir: string;
+  let f: Fuse;
+  // What JS saw, in order: 'write <pos> <data>', 'flush', 'release', 'getattr'.
+  const log: string[] = [];
+  // ops.write completes when this resolves (the test holds the first write).
+  let gate: Promise<void> = Promise.resolve();
+  // Writes of data starting with this fail, and so does every later write and flush of their handle.
+  const failing = 'X';
+  const failed = new Set<number>();
+  let nextFd = 1;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'tsfs-fn-wb-'));
+    chmodSync(dir, 0o755);
+    const ops = {
+      getattr: (p: string, cb: Cb) => {
+        if (p === '/') return cb(0, ROOT);
+        if (p !== '/f') return cb(-2);
+        log.push('getattr');
+        return cb(0, file(4));
+      },
+      open: (_p: string, _flags: number, cb: Cb) => cb(0, nextFd++),
+      write: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
+        const data = buf.subarray(0, len).toString();
+        log.push(`write ${pos} ${data}`);
+        if (failed.has(fd) || data.startsWith(failing)) {
+          failed.add(fd);
+          return setImmediate(() => cb(-5 /* EIO */));
+        }
+        void gate.then(() => cb(len));
+      },
+      flush: (_p: string, fd: number, cb: Cb) => {
+        log.push('flush');
+        cb(failed.has(fd) ? -5 : 0);
+      },
+      release: (_p: string, fd: number, cb: Cb) => {
+        log.push('release');
+        failed.delete(fd);
+        cb(0);
+      },
+    };
+    f = new Fuse(dir, ops, { allowOther: true, writeBehind: 1 << 20, extraOptions: ['attr_timeout=0', 'entry_timeout=0', 'subtype=tsfs-test'] });
+    await new Promise<void>((resolve, reject) => f.mount((err) => (err ? reject(err) : resolve())));
+  });
+
+  afterAll(async () => {
+    if (f) await new Promise<void>((resolve) => f.unmount(() => resolve()));
+    if (isMounted(dir)) await child('umount', ['-l', dir]);
+    expect(isMounted(dir)).toBe(false);
+    rmdirSync(dir);
+  });
+
+  /** A node child doing `steps` on <dir>/f with synchronous fs calls, printing one line per step as it goes. */
+  function script(steps: string): ReturnType<typeof spawn> {
+    const p = join(dir, 'f');
+    const code = `const fs = require('fs'); const say = (s) => fs.writeSync(1, s + '\\n');
+      const tryIt = (name, fn) => { try { fn(); say(name + ' ok'); } catch (e) { say(name + ' ' + e.code); } };
+      const fd = fs.openSync(${JSON.stringify(p)}, 'r+'); ${steps}`;
+    return spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'pipe'] });
+  }
+
+  function lines(c: ReturnType<typeof spawn>): { out: string[]; waitFor: (line: string) => Promise<void>; exit: Promise<number> } {
+    const out: string[] = [];
+    let buf = '';
+    const waiters: { line: string; wake: () => void }[] = [];
+    c.stdout!.on('data', (d) => {
+      buf += d;
+      const parts = buf.split('\n');
+      buf = parts.pop()!;
+      out.push(...parts);
+      for (const w of waiters.filter((x) => out.includes(x.line))) w.wake();
+    });
+    const exit = new Promise<number>((resolve) => c.on('exit', (code) => resolve(code ?? -1)));
+    const waitFor = (line: string) =>
+      out.includes(line) ? Promise.resolve() : new Promise<void>((wake, reject) => {
+        waiters.push({ line, wake });
+        void exit.then(() => (out.includes(line) ? wake() : reject(new Error(`child exited without printing ${line}: ${out.join(' | ')}`))));
+      });
+    return { out, waitFor, exit };
+  }
+
+  it('write(2) returns while JS still holds an earlier write; JS gets every write in order, and close waits for them', async () => {
+    log.length = 0;
+    let open!: () => void;
+    gate = new Promise((resolve) => (open = resolve));
+    const c = lines(script(`for (const s of ['A', 'B', 'C']) fs.writeSync(fd, s, 0); say('written'); fs.closeSync(fd); say('closed');`));
+    await c.waitFor('written');
+    // Three write(2) calls returned, yet JS has answered none: the first is held, the others wait in C.
+    expect(log.filter((l) => l.startsWith('write'))).toEqual(['write 0 A']);
+    expect(c.out).not.toContain('closed');
+    open();
+    expect(await c.exit).toBe(0);
+    expect(c.out).toEqual(['written', 'closed']);
+    // Same offset three times: only the order JS saw makes the file end as C.
+    expect(log.filter((l) => l !== 'getattr')).toEqual(['write 0 A', 'write 0 B', 'write 0 C', 'flush', 'release']);
+  });
+
+  it('a queued write JS refused fails close, and the later writes of its handle fail at once', async () => {
+    log.length = 0;
+    gate = Promise.resolve();
+    const fd = nextFd;
+    // fstat waits until JS has taken the write before it (and learnt it failed).
+    const c = lines(script(`tryIt('write1', () => fs.writeSync(fd, 'X', 0)); tryIt('fstat', () => fs.fstatSync(fd)); tryIt('write2', () => fs.writeSync(fd, 'Y', 0)); tryIt('close', () => fs.closeSync(fd));`));
+    expect(await c.exit).toBe(0);
+    // write1 was answered before JS saw it; write2 went to JS and failed there.
+    expect(c.out).toEqual(['write1 ok', 'fstat ok', 'write2 EIO', 'close EIO']);
+    expect(log.filter((l) => l.startsWith('write'))).toEqual(['write 0 X', 'write 0 Y']);
+    // A new open may reuse the handle number: its writes are answered early again.
+    let open!: () => void;
+    gate = new Promise((resolve) => (open = resolve));
+    nextFd = fd;
+    log.length = 0;
+    const d = lines(script(`fs.writeSync(fd, 'A', 0); fs.writeSync(fd, 'B', 0); say('written'); fs.closeSync(fd);`));
+    await d.waitFor('written');
+    expect(log.filter((l) => l.startsWith('write'))).toEqual(['write 0 A']);
+    open();
+    expect(await d.exit).toBe(0);
   });
 });

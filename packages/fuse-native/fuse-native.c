@@ -42,6 +42,7 @@ napi_status napi_detach_arraybuffer(napi_env env, napi_value buf);
 
 #define FUSE_NATIVE_HANDLER(name, blk)\
   fuse_thread_locals_t *l = get_thread_locals();\
+  wq_barrier(l->fuse);\
   l->op = op_##name;\
   l->op_fn = fuse_native_dispatch_##name;\
   capture_caller(l);\
@@ -120,6 +121,8 @@ static const uint32_t op_link = 30;
 static const uint32_t op_symlink = 31;
 static const uint32_t op_mkdir = 32;
 static const uint32_t op_rmdir = 33;
+// Not a libfuse operation: a WRITE already answered (see "Early write replies").
+static const uint32_t op_write_queued = 34;
 
 // Attribute table (tsfs): getattr answered inside the libfuse worker thread
 // for paths the JS side has cached, so a cached stat costs no hand-off to the
@@ -328,6 +331,34 @@ static int dir_snap_add (struct dir_snap *s, const char *name, const struct stat
 
 // Data structures
 
+// Early write replies (see below): the copies a mount's WRITEs left for JS.
+struct wq_item {
+  struct wq_item *next;
+  uint64_t seq;
+  uint64_t fh;
+  off_t offset;
+  size_t len;
+  char *path;
+  char data[];
+};
+
+struct write_queue {
+  pthread_mutex_t mut;
+  pthread_cond_t cond;      // room made, or an item taken by JS
+  struct wq_item *head;     // oldest; with JS when busy
+  struct wq_item *tail;
+  size_t bytes;             // data bytes reserved or queued
+  size_t max_bytes;         // 0: every WRITE goes to JS synchronously
+  uint64_t queued_seq;      // last item queued
+  uint64_t done_seq;        // every item up to this one JS has taken
+  int busy;
+  uint64_t *failed;         // handles whose queued write JS refused
+  uint32_t nfailed;
+  uint32_t failed_cap;
+  uv_async_t async;
+  int inited;
+};
+
 typedef struct {
   napi_env env;
   pthread_t thread;
@@ -365,6 +396,9 @@ typedef struct {
   struct attr_table *links;
   struct links_notifier *notifier;
   double links_ttl_ms;
+  uint64_t links_until_ms; // the last note's expiry (atomic): until then, writes are not answered early
+
+  struct write_queue wq;
 } fuse_thread_t;
 
 typedef struct {
@@ -418,6 +452,99 @@ typedef struct {
 
 static pthread_key_t thread_locals_key;
 static fuse_thread_locals_t* get_thread_locals();
+
+// Early write replies
+//
+// tsfs answers a WRITE once it has queued it to the server (write-behind),
+// so what the caller of write(2) waits for is the hop to the Node thread and
+// back: two wakeups of sleeping threads and the JS between them, most of a
+// 4 KiB rewrite's time (docs/performance.md). With write_behind set, the
+// worker thread copies the data, answers the kernel at once and leaves the
+// copy here; the Node thread hands the copies to JS's write one at a time,
+// in the order they came, each when JS has queued the one before.
+//
+// What a reply from here promises is what a reply from JS promised:
+// - Order. Every other request waits (wq_barrier) until JS has taken every
+//   write queued before it arrived, so a request that follows a write's
+//   reply (a read, a stat answered from the attribute table, flush, close,
+//   a rename) meets JS in the state that reply left, as before. Writes
+//   queued after it are not waited for, so a steady writer starves no one.
+// - Errors. A queued write that JS refuses cannot fail its write(2); JS keeps
+//   the failure on the handle and reports it at flush, fsync and release
+//   (tsfs does: src/fs/ops.ts), and that handle's later writes go to JS
+//   synchronously, so they fail at once as before.
+// - Memory: at most max_bytes of copies per mount; a write that would pass
+//   it waits for room.
+// - Hard links: while the mount has names noted in its links table, writes
+//   take the synchronous way, which waits for the invalidations they cause
+//   (see "Hard links").
+
+static void wq_barrier (fuse_thread_t *ft) {
+  struct write_queue *q = &ft->wq;
+  if (q->max_bytes == 0) return;
+  pthread_mutex_lock(&q->mut);
+  uint64_t mark = q->queued_seq;
+  while (q->done_seq < mark) pthread_cond_wait(&q->cond, &q->mut);
+  pthread_mutex_unlock(&q->mut);
+}
+
+static int wq_failed_index_locked (struct write_queue *q, uint64_t fh) {
+  for (uint32_t i = 0; i < q->nfailed; i++) if (q->failed[i] == fh) return (int) i;
+  return -1;
+}
+
+// A worker thread: queue a copy of one WRITE. Returns len once queued, or
+// -1 when this write must go to JS synchronously.
+static int wq_push (fuse_thread_t *ft, const char *path, const char *buf, size_t len, off_t offset, uint64_t fh) {
+  struct write_queue *q = &ft->wq;
+  if (len > q->max_bytes) return -1;
+  pthread_mutex_lock(&q->mut);
+  if (wq_failed_index_locked(q, fh) >= 0) {
+    pthread_mutex_unlock(&q->mut);
+    return -1;
+  }
+  while (q->bytes > 0 && q->bytes + len > q->max_bytes) pthread_cond_wait(&q->cond, &q->mut);
+  q->bytes += len;
+  pthread_mutex_unlock(&q->mut);
+
+  size_t pl = strlen(path) + 1;
+  struct wq_item *it = malloc(sizeof(struct wq_item) + len + pl);
+  if (it == NULL) {
+    pthread_mutex_lock(&q->mut);
+    q->bytes -= len;
+    pthread_cond_broadcast(&q->cond);
+    pthread_mutex_unlock(&q->mut);
+    return -1;
+  }
+  it->next = NULL;
+  it->fh = fh;
+  it->offset = offset;
+  it->len = len;
+  memcpy(it->data, buf, len);
+  it->path = it->data + len;
+  memcpy(it->path, path, pl);
+
+  pthread_mutex_lock(&q->mut);
+  it->seq = ++q->queued_seq;
+  if (q->tail != NULL) q->tail->next = it;
+  else q->head = it;
+  q->tail = it;
+  pthread_mutex_unlock(&q->mut);
+  uv_async_send(&q->async);
+  return (int) len;
+}
+
+// release: a handle number may be given again to the next open.
+static void wq_forget_handle (fuse_thread_t *ft, uint64_t fh) {
+  struct write_queue *q = &ft->wq;
+  if (q->max_bytes == 0) return;
+  pthread_mutex_lock(&q->mut);
+  int i = wq_failed_index_locked(q, fh);
+  if (i >= 0) q->failed[i] = q->failed[--q->nfailed];
+  pthread_mutex_unlock(&q->mut);
+}
+
+static int links_noted (fuse_thread_t *ft);
 
 // Hard links under entry_timeout > 0.
 //
@@ -551,7 +678,17 @@ static void links_settle (fuse_thread_t *ft, int max_ms) {
 // are on their way to the kernel.
 static void links_note (fuse_thread_t *ft, const char *path, const struct stat *st) {
   if (S_ISDIR(st->st_mode) || st->st_nlink < 2 || ft->links == NULL) return;
-  attr_table_set(ft->links, path, st, attr_now_ms() + ft->links_ttl_ms);
+  double expires = attr_now_ms() + ft->links_ttl_ms;
+  attr_table_set(ft->links, path, st, expires);
+  uint64_t until = (uint64_t) expires + 1;
+  uint64_t seen = __atomic_load_n(&ft->links_until_ms, __ATOMIC_RELAXED);
+  while (seen < until && !__atomic_compare_exchange_n(&ft->links_until_ms, &seen, until, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
+}
+
+// Some name of this mount may have other names whose attributes the
+// kernel holds (see "Early write replies").
+static int links_noted (fuse_thread_t *ft) {
+  return attr_now_ms() < (double) __atomic_load_n(&ft->links_until_ms, __ATOMIC_RELAXED);
 }
 
 // src was renamed to dest: the kernel moved its inodes (and those under it)
@@ -1239,8 +1376,19 @@ static int fuse3_unlink (const char *path) {
 }
 
 static int fuse3_write (const char *path, const char *buf, size_t len, off_t offset, struct fuse_file_info *fi) {
+  fuse_thread_t *ft = current_ft();
+  if (ft->wq.max_bytes > 0 && fi != NULL && path != NULL && !links_noted(ft)) {
+    int q = wq_push(ft, path, buf, len, offset, fi->fh);
+    if (q >= 0) return q;
+  }
   int r = fuse_native_write(path, buf, len, offset, fi);
   links_settle(current_ft(), LINKS_WRITE_WAIT_MS);
+  return r;
+}
+
+static int fuse3_release (const char *path, struct fuse_file_info *fi) {
+  int r = fuse_native_release(path, fi);
+  if (fi != NULL) wq_forget_handle(current_ft(), fi->fh);
   return r;
 }
 
@@ -1298,6 +1446,82 @@ static int fuse3_rename (const char *path, const char *dest, unsigned int flags)
   if (r == 0) links_renamed(current_ft(), path, dest);
   links_settle(current_ft(), -1);
   return r;
+}
+
+// The Node thread: hand the oldest queued write to JS, unless JS has one.
+static void wq_dispatch (uv_async_t *handle) {
+  fuse_thread_t *ft = (fuse_thread_t *) handle->data;
+  struct write_queue *q = &ft->wq;
+  pthread_mutex_lock(&q->mut);
+  struct wq_item *it = (q->busy || q->head == NULL) ? NULL : q->head;
+  if (it != NULL) q->busy = 1;
+  pthread_mutex_unlock(&q->mut);
+  if (it == NULL) return;
+
+  FUSE_NATIVE_CALLBACK(ft->handlers[op_write_queued], {
+    napi_value argv[8];
+    // The "native handler" JS gives back to the signal: this mount.
+    napi_create_external_buffer(env, sizeof(fuse_thread_t), ft, NULL, NULL, &(argv[0]));
+    napi_create_uint32(env, op_write_queued, &(argv[1]));
+    napi_create_string_utf8(env, it->path, NAPI_AUTO_LENGTH, &(argv[2]));
+    napi_create_uint32(env, (uint32_t) it->fh, &(argv[3]));
+    napi_create_external_buffer(env, it->len, it->data, NULL, NULL, &(argv[4]));
+    napi_create_uint32(env, it->len, &(argv[5]));
+    napi_create_uint32(env, (uint32_t) (((uint64_t) it->offset) % 4294967296), &(argv[6]));
+    napi_create_uint32(env, (uint32_t) (((uint64_t) it->offset) / 4294967296), &(argv[7]));
+    NAPI_MAKE_CALLBACK(env, NULL, ctx, callback, 8, argv, NULL)
+  })
+}
+
+// JS took the oldest queued write (res: bytes, or -errno if it refused it).
+NAPI_METHOD(fuse_native_signal_write_queued) {
+  NAPI_ARGV(4)
+  NAPI_ARGV_BUFFER_CAST(fuse_thread_t *, ft, 0);
+  NAPI_ARGV_INT32(res, 1);
+  // The data is freed below: JS must not read it after this (as with a
+  // WRITE's buffer, which libfuse reuses once answered).
+  if (IS_ARRAY_BUFFER_DETACH_SUPPORTED == 1) napi_detach_arraybuffer(env, argv[3]);
+  struct write_queue *q = &ft->wq;
+  pthread_mutex_lock(&q->mut);
+  struct wq_item *it = q->head;
+  if (it == NULL || !q->busy) {
+    pthread_mutex_unlock(&q->mut);
+    napi_throw_error(env, NULL, "write_queued signalled with no write given to JS");
+    return NULL;
+  }
+  q->head = it->next;
+  if (q->head == NULL) q->tail = NULL;
+  q->bytes -= it->len;
+  q->done_seq = it->seq;
+  q->busy = 0;
+  if ((res < 0 || (size_t) res != it->len) && wq_failed_index_locked(q, it->fh) < 0) {
+    if (q->nfailed == q->failed_cap) {
+      uint32_t cap = q->failed_cap ? q->failed_cap * 2 : 8;
+      uint64_t *f = realloc(q->failed, cap * sizeof(uint64_t));
+      if (f != NULL) { q->failed = f; q->failed_cap = cap; }
+    }
+    if (q->nfailed < q->failed_cap) q->failed[q->nfailed++] = it->fh;
+  }
+  int more = q->head != NULL;
+  pthread_cond_broadcast(&q->cond);
+  pthread_mutex_unlock(&q->mut);
+  free(it);
+  if (more) wq_dispatch(&q->async);
+  return NULL;
+}
+
+// write_queue_length(thread): writes answered early that JS has not taken yet.
+NAPI_METHOD(fuse_native_write_queue_length) {
+  NAPI_ARGV(1)
+  NAPI_ARGV_BUFFER_CAST(fuse_thread_t *, ft, 0);
+  struct write_queue *q = &ft->wq;
+  uint32_t n = 0;
+  if (q->inited) {
+    pthread_mutex_lock(&q->mut);
+    n = (uint32_t) (q->queued_seq - q->done_seq);
+    pthread_mutex_unlock(&q->mut);
+  }
+  NAPI_RETURN_UINT32(n)
 }
 
 // Top-level dispatcher
@@ -1415,7 +1639,7 @@ static void* start_fuse_thread (void *data) {
 }
 
 NAPI_METHOD(fuse_native_mount) {
-  NAPI_ARGV(8)
+  NAPI_ARGV(9)
 
   NAPI_ARGV_UTF8(mnt, 1024, 0);
   NAPI_ARGV_UTF8(mntopts, 1024, 1);
@@ -1425,6 +1649,7 @@ NAPI_METHOD(fuse_native_mount) {
   napi_value handlers = argv[5];
   NAPI_ARGV_BUFFER_CAST(uint32_t *, implemented, 6)
   NAPI_ARGV_UINT32(flags, 7)
+  NAPI_ARGV_UINT32(write_behind, 8)
   ft->flags = flags;
   for (int i = 0; i < 35; i++) ft->implemented[i] = implemented[i] != 0;
 
@@ -1459,7 +1684,7 @@ NAPI_METHOD(fuse_native_mount) {
   ops.opendir = fuse3_opendir;
   if (implemented[op_read]) ops.read = fuse_native_read;
   if (implemented[op_write]) ops.write = fuse3_write;
-  if (implemented[op_release]) ops.release = fuse_native_release;
+  if (implemented[op_release]) ops.release = fuse3_release;
   ops.releasedir = fuse3_releasedir;
   if (implemented[op_create]) ops.create = fuse_native_create;
   // libfuse 3 always passes UTIME_OMIT/UTIME_NOW (libfuse 2 needed
@@ -1513,6 +1738,18 @@ NAPI_METHOD(fuse_native_mount) {
   if (ft->links == NULL) ft->links = attr_table_new();
   ft->notifier = links_notifier_new(fuse);
   ft->links_ttl_ms = 2000.0; // until init says
+
+  if (!ft->wq.inited) {
+    pthread_mutex_init(&ft->wq.mut, NULL);
+    pthread_cond_init(&ft->wq.cond, NULL);
+    // Never closed, as the per-thread handles: this struct lives in a
+    // buffer the JS instance keeps for good.
+    uv_async_init(uv_default_loop(), &ft->wq.async, wq_dispatch);
+    uv_unref((uv_handle_t *) &ft->wq.async);
+    ft->wq.async.data = ft;
+    ft->wq.inited = 1;
+  }
+  ft->wq.max_bytes = write_behind;
 
   ft->mounted++;
 
@@ -1707,6 +1944,8 @@ NAPI_INIT() {
   NAPI_EXPORT_FUNCTION(fuse_native_signal_opendir)
   NAPI_EXPORT_FUNCTION(fuse_native_signal_read)
   NAPI_EXPORT_FUNCTION(fuse_native_signal_write)
+  NAPI_EXPORT_FUNCTION(fuse_native_signal_write_queued)
+  NAPI_EXPORT_FUNCTION(fuse_native_write_queue_length)
   NAPI_EXPORT_FUNCTION(fuse_native_signal_release)
   NAPI_EXPORT_FUNCTION(fuse_native_signal_releasedir)
   NAPI_EXPORT_FUNCTION(fuse_native_signal_create)
@@ -1752,4 +1991,5 @@ NAPI_INIT() {
   NAPI_EXPORT_UINT32(op_symlink)
   NAPI_EXPORT_UINT32(op_mkdir)
   NAPI_EXPORT_UINT32(op_rmdir)
+  NAPI_EXPORT_UINT32(op_write_queued)
 }

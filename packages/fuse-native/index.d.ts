@@ -17,6 +17,15 @@ declare namespace Fuse {
      * name (entry_timeout), as if looked up.
      */
     readdirPlus?: boolean;
+    /**
+     * Early write replies (this copy's addition): up to this many bytes of
+     * WRITEs are copied and answered in the worker thread, then given to
+     * `ops.write` in order on the Node thread. Every other request waits
+     * until the writes answered before it reached `ops.write`. A queued
+     * write's error cannot reach its write(2): `ops.write` must keep it for
+     * flush, fsync and release. 0 (default): off.
+     */
+    writeBehind?: number;
   }
   /** The request being served: libfuse's fuse_get_context(). */
   interface CallerContext {
@@ -65,5 +74,7 @@ declare class Fuse {
    * were queued.
    */
   invalidateLinked(exceptPath?: string): number;
+  /** Writes answered early (`writeBehind`) that `ops.write` has not been given yet. */
+  queuedWrites(): number;
 }
 export = Fuse;

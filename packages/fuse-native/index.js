@@ -109,6 +109,13 @@ const OpcodesAndDefaults = new Map([
     op: binding.op_write,
     defaults: [0]
   }],
+  // A WRITE the binding already answered (opts.writeBehind): same arguments
+  // as write; its result only decides whether the handle's later writes are
+  // answered early too.
+  ['write_queued', {
+    op: binding.op_write_queued,
+    defaults: [0]
+  }],
   ['release', {
     op: binding.op_release
   }],
@@ -160,6 +167,7 @@ class Fuse extends Nanoresource {
       for (const [name, { op }] of OpcodesAndDefaults) {
         if (ops[name]) implemented.push(op)
       }
+      if (ops.write) implemented.push(binding.op_write_queued)
     }
     this._implemented = new Set(implemented)
 
@@ -237,6 +245,9 @@ class Fuse extends Nanoresource {
         to = to[name]
         if (!to && to !== false) to = defaultTimeout
       }
+      // A queued write's data is freed when it is signalled: it must not be
+      // signalled before JS is done with it.
+      if (name === 'write_queued') to = 0
 
       return function (nativeHandler, opCode, ...args) {
         const sig = signal.bind(null, nativeHandler)
@@ -346,7 +357,7 @@ class Fuse extends Nanoresource {
           if (parent && parent.dev !== stat.dev) return cb(new Error('Mountpoint in use'))
           try {
             // TODO: asyncify
-            binding.fuse_native_mount(self.mnt, opts, self._thread, self, self._malloc, self._handlers, implemented, flags)
+            binding.fuse_native_mount(self.mnt, opts, self._thread, self, self._malloc, self._handlers, implemented, flags, self.opts.writeBehind >>> 0)
           } catch (err) {
             return cb(err)
           }
@@ -502,6 +513,10 @@ class Fuse extends Nanoresource {
     this.ops.write(path, fd, buf, len, getDoubleArg(offsetLow, offsetHigh), (err, bytesWritten) => {
       return signal(err, bytesWritten || 0, buf.buffer)
     })
+  }
+
+  _op_write_queued (signal, path, fd, buf, len, offsetLow, offsetHigh) {
+    return this._op_write(signal, path, fd, buf, len, offsetLow, offsetHigh)
   }
 
   // plus (optional, one boolean per name): the stat is what a lookup of the
@@ -695,6 +710,11 @@ class Fuse extends Nanoresource {
     const c = this._caller
     if (!c) return { uid: 0, gid: 0, pid: 0, umask: 0 }
     return { uid: c[0], gid: c[1], pid: c[2], umask: c[3] }
+  }
+
+  // Writes answered early (opts.writeBehind) that ops.write has not been given yet.
+  queuedWrites () {
+    return this._thread ? binding.fuse_native_write_queue_length(this._thread) : 0
   }
 
   // What the kernel and libfuse agreed at init (after mount's callback).
