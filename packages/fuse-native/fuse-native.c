@@ -526,11 +526,14 @@ static int wq_push (fuse_thread_t *ft, const char *path, const char *buf, size_t
 
   pthread_mutex_lock(&q->mut);
   it->seq = ++q->queued_seq;
+  int first = q->head == NULL;
   if (q->tail != NULL) q->tail->next = it;
   else q->head = it;
   q->tail = it;
   pthread_mutex_unlock(&q->mut);
-  uv_async_send(&q->async);
+  // Behind an item JS has, this one is handed on when JS signals that one:
+  // no wakeup of the Node thread needed.
+  if (first) uv_async_send(&q->async);
   return (int) len;
 }
 
