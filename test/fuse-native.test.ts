@@ -32,9 +32,25 @@ function child(cmd: string, args: string[], as?: { uid: number; gid: number }): 
   });
 }
 
+/** Mount `ops` at a new directory under the temp dir (a test filesystem of this file). */
+async function mountAt(prefix: string, ops: Record<string, unknown>, opts: Fuse.FuseOpts): Promise<{ dir: string; fuse: Fuse }> {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  chmodSync(dir, 0o755);
+  const fuse = new Fuse(dir, ops, { allowOther: true, ...opts });
+  await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
+  return { dir, fuse };
+}
+
+/** Unmount (lazily if the instance could not) and remove the directory; fails the suite if it stays mounted. */
+async function unmountAt(dir: string | undefined, fuse: Fuse | undefined): Promise<void> {
+  if (!dir) return;
+  if (fuse) await new Promise<void>((resolve) => fuse.unmount(() => resolve()));
+  if (isMounted(dir)) await child('umount', ['-l', dir]);
+  expect(isMounted(dir)).toBe(false);
+  rmdirSync(dir);
+}
+
 beforeAll(async () => {
-  mnt = mkdtempSync(join(tmpdir(), 'tsfs-fn-'));
-  chmodSync(mnt, 0o755);
   const ops = {
     getattr: (p: string, cb: Cb) => {
       getattrCalls.push(p);
@@ -60,16 +76,10 @@ beforeAll(async () => {
       return cb(0);
     },
   };
-  fuse = new Fuse(mnt, ops, { allowOther: true, extraOptions: ['attr_timeout=0', 'entry_timeout=0', 'subtype=tsfs-test'] });
-  await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
+  ({ dir: mnt, fuse } = await mountAt('tsfs-fn-', ops, { extraOptions: ['attr_timeout=0', 'entry_timeout=0', 'subtype=tsfs-test'] }));
 });
 
-afterAll(async () => {
-  if (fuse) await new Promise<void>((resolve) => fuse.unmount(() => resolve()));
-  if (isMounted(mnt)) await child('umount', ['-l', mnt]);
-  expect(isMounted(mnt)).toBe(false);
-  rmdirSync(mnt);
-});
+afterAll(() => unmountAt(mnt, fuse));
 
 describe('fuse-native on libfuse 3', () => {
   it('callerContext() gives the handler the uid, gid, pid and umask of the process that made the request', async () => {
@@ -171,8 +181,6 @@ describe('fuse-native with entry and attribute timeouts (READDIRPLUS, hard links
   let onChange = (path: string) => void f.invalidateLinked(path);
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'tsfs-fn-plus-'));
-    chmodSync(dir, 0o755);
     const ops = {
       getattr: (p: string, cb: Cb) => {
         calls.getattr.push(p);
@@ -200,20 +208,13 @@ describe('fuse-native with entry and attribute timeouts (READDIRPLUS, hard links
         return cb(0);
       },
     };
-    f = new Fuse(dir, ops, {
-      allowOther: true,
+    ({ dir, fuse: f } = await mountAt('tsfs-fn-plus-', ops, {
       readdirPlus: true,
       extraOptions: ['attr_timeout=1', 'entry_timeout=1', 'readdirplus=yes', 'subtype=tsfs-test'],
-    });
-    await new Promise<void>((resolve, reject) => f.mount((err) => (err ? reject(err) : resolve())));
+    }));
   });
 
-  afterAll(async () => {
-    if (f) await new Promise<void>((resolve) => f.unmount(() => resolve()));
-    if (isMounted(dir)) await child('umount', ['-l', dir]);
-    expect(isMounted(dir)).toBe(false);
-    rmdirSync(dir);
-  });
+  afterAll(() => unmountAt(dir, f));
 
   it('a listing of many kernel buffers costs JS one readdir, and marked names need no lookup afterwards', async () => {
     names.clear();
@@ -293,8 +294,6 @@ describe('fuse-native early write replies (writeBehind)', () => {
   let nextFd = 1;
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'tsfs-fn-wb-'));
-    chmodSync(dir, 0o755);
     const ops = {
       getattr: (p: string, cb: Cb) => {
         if (p === '/') return cb(0, ROOT);
@@ -322,16 +321,10 @@ describe('fuse-native early write replies (writeBehind)', () => {
         cb(0);
       },
     };
-    f = new Fuse(dir, ops, { allowOther: true, writeBehind: 1 << 20, extraOptions: ['attr_timeout=0', 'entry_timeout=0', 'subtype=tsfs-test'] });
-    await new Promise<void>((resolve, reject) => f.mount((err) => (err ? reject(err) : resolve())));
+    ({ dir, fuse: f } = await mountAt('tsfs-fn-wb-', ops, { writeBehind: 1 << 20, extraOptions: ['attr_timeout=0', 'entry_timeout=0', 'subtype=tsfs-test'] }));
   });
 
-  afterAll(async () => {
-    if (f) await new Promise<void>((resolve) => f.unmount(() => resolve()));
-    if (isMounted(dir)) await child('umount', ['-l', dir]);
-    expect(isMounted(dir)).toBe(false);
-    rmdirSync(dir);
-  });
+  afterAll(() => unmountAt(dir, f));
 
   /** A node child doing `steps` on <dir>/f with synchronous fs calls, printing one line per step as it goes. */
   function script(steps: string): ReturnType<typeof spawn> {
