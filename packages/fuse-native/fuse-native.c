@@ -471,7 +471,7 @@ static fuse_thread_locals_t* get_thread_locals();
 //   queued after it are not waited for, so a steady writer starves no one.
 // - Errors. A queued write that JS refuses cannot fail its write(2); JS keeps
 //   the failure on the handle and reports it at flush, fsync and release
-//   (tsfs does: src/fs/ops.ts), and that handle's later writes go to JS
+//   (tsfs does: src/fs/handles.ts), and that handle's later writes go to JS
 //   synchronously, so they fail at once as before.
 // - Memory: at most max_bytes of copies per mount; a write that would pass
 //   it waits for room.
@@ -1385,7 +1385,7 @@ static int fuse3_write (const char *path, const char *buf, size_t len, off_t off
     if (q >= 0) return q;
   }
   int r = fuse_native_write(path, buf, len, offset, fi);
-  links_settle(current_ft(), LINKS_WRITE_WAIT_MS);
+  links_settle(ft, LINKS_WRITE_WAIT_MS);
   return r;
 }
 

@@ -137,7 +137,12 @@ export class FileHandle {
       ({ ch, h, s } = await this.live());
     } catch (e) {
       this.session.release(len);
-      throw new FsError(errnoOf(e));
+      // The binding may have answered this write already (early write
+      // replies, fuse-native.c): a gap in the file is the handle's failure,
+      // reported by flush, fsync and release as a server's would be.
+      const err = new FsError(errnoOf(e));
+      this.error ??= err;
+      throw err;
     }
     // Earlier writes may have failed with the link while this one waited for it.
     if (this.error) {

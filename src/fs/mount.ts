@@ -24,8 +24,8 @@ const MAX_IO = 1024 * 1024;
  * Early write replies (fuse-native.c): up to this many bytes of WRITEs per
  * mount are copied and answered in libfuse's worker thread, then queued to
  * the server from this thread in order. A write(2) then costs no hop to the
- * Node thread; what close and fsync report is unchanged (ops.write keeps a
- * queued write's failure on its handle). Two requests' worth: the writer
+ * Node thread; close and fsync still report every failure (a queued
+ * write's failure is its handle's, src/fs/handles.ts). Two requests' worth: the writer
  * fills one while JS sends the other (figures in docs/performance.md).
  */
 const WRITE_BEHIND = 2 * MAX_IO;

@@ -619,17 +619,8 @@ export class SftpOps {
     // queued writes to be answered; one writer per file pays nothing.
     const others = this.handles.forPath(path).filter((o) => o !== h);
     for (const other of others) other.dropReadahead();
-    try {
-      if (others.some((o) => o.writesPending)) await Promise.all(others.map((o) => o.settle()));
-      await h.write(buf, len, pos);
-    } catch (e) {
-      // The binding may have answered this write already (early write
-      // replies, fuse-native.c): its failure is the handle's, reported by
-      // flush, fsync and release as a server's would be, and a gap in the
-      // file is never reported as success.
-      h.error ??= e instanceof FsError ? e : new FsError(errnoOf(e));
-      throw e;
-    }
+    if (others.some((o) => o.writesPending)) await Promise.all(others.map((o) => o.settle()));
+    await h.write(buf, len, pos);
     this.cache.invalidate(path);
     return len;
   }
