@@ -57,6 +57,11 @@ declare class Fuse {
   callerContext(): Fuse.CallerContext;
   /** What the kernel and libfuse agreed at init; null before mount. */
   negotiated(): Fuse.Negotiated | null;
+  /**
+   * Return the free pages of every malloc arena to the kernel (glibc
+   * malloc_trim(0), this copy's addition). True if any were returned.
+   */
+  static trimMemory(): boolean;
   /** CLOCK_MONOTONIC in milliseconds: the clock of attrCacheSet's expiresAt. */
   static monotonicNow(): number;
   /**

@@ -724,6 +724,12 @@ class Fuse extends Nanoresource {
     return { maxWrite: n[0], maxReadahead: n[1], maxRead: n[2], want: n[3] }
   }
 
+  // Return the free pages of malloc's arenas to the kernel (malloc_trim(0)).
+  // True if any were returned.
+  static trimMemory () {
+    return binding.fuse_native_trim_memory() === 1
+  }
+
   // The clock attrCacheSet's expiresAt is in: CLOCK_MONOTONIC milliseconds.
   static monotonicNow () {
     return performance.now() + MONOTONIC_OFFSET

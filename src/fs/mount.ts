@@ -12,6 +12,7 @@ import { fuseOps } from './fuse-adapter';
 import { MountStats } from './stats';
 import { SftpOps, type Caller } from './ops';
 import type { FsOptions, MountedFs } from './index';
+import { keepMemoryTrimmed } from './memory';
 
 /**
  * FUSE request size: the most the kernel sends per WRITE or asks per READ.
@@ -80,6 +81,7 @@ function promisify(f: (cb: (err: Error | null) => void) => void): Promise<void> 
 }
 
 export async function mountSftpFs(opts: FsOptions): Promise<MountedFs> {
+  keepMemoryTrimmed();
   const log = opts.log.child({ mountpoint: opts.mountpoint });
   const reconnectWaitMs = opts.reconnectTimeoutMs ?? DEFAULT_RECONNECT_WAIT_MS;
   const session = new SftpSession(opts.target, log, {
