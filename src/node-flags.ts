@@ -36,8 +36,8 @@
 // died since the last one, so with a small young generation fewer dead socket
 // and packet buffers wait in malloc. Measured (docs/performance.md, "Daemon
 // memory"), alternated runs: peak RSS with 8 busy volumes 178 MiB against 216,
-// seq read 0.80-0.82 daemon CPU-s per 256 MiB against 1.13-1.24, seq write
-// unchanged. (Tried at stop 11, before ssh2's packet pool, it did not move
+// seq read 0.70-0.82 daemon CPU-s per 256 MiB against 1.10-1.24 with V8's
+// default or 4 MB, seq write and small files unchanged. (Tried at stop 11, before ssh2's packet pool, it did not move
 // the peak.)
 export const DAEMON_NODE_FLAGS: readonly string[] = ['--initial-old-space-size=64', '--max-semi-space-size=1'];
 
