@@ -57,4 +57,4 @@ COPY --from=build /app/dist /app/dist
 ENV NODE_ENV=production
 # The daemon handles SIGTERM (unmounts, saves state) and reaps its children.
 # The node flags: src/node-flags.ts (config.json's entrypoint has the same).
-CMD ["node", "--initial-old-space-size=64", "--max-semi-space-size=1", "/app/dist/main.js"]
+CMD ["node", "--initial-old-space-size=64", "/app/dist/main.js"]

@@ -1,5 +1,5 @@
-// Entrypoint: `node --initial-old-space-size=64 --max-semi-space-size=1 dist/main.js` (why those
-// flags: node-flags.ts). The socket listens first (dockerd gives a plugin about
+// Entrypoint: `node --initial-old-space-size=64 dist/main.js` (why that
+// flag: node-flags.ts). The socket listens first (dockerd gives a plugin about
 // 10 s to answer Plugin.Activate); remounting volumes that were in use happens
 // in the background afterwards.
 import { readFileSync } from 'node:fs';

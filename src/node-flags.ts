@@ -31,15 +31,14 @@
 // to ~80-110 MB: peak RSS with 8 busy volumes 179 MiB, against 115 MiB at 64).
 // A heap with more live data than that gets V8's ordinary limits.
 //
-// --max-semi-space-size=1: a young generation of 1 MB per semi-space, where
-// V8 would grow it to 16. Every scavenge frees the young backing stores that
-// died since the last one, so with a small young generation fewer dead socket
-// and packet buffers wait in malloc. Measured (docs/performance.md, "Daemon
-// memory"), alternated runs: peak RSS with 8 busy volumes 178 MiB against 216,
-// seq read 0.70-0.82 daemon CPU-s per 256 MiB against 1.10-1.24 with V8's
-// default or 4 MB, seq write and small files unchanged. (Tried at stop 11, before ssh2's packet pool, it did not move
-// the peak.)
-export const DAEMON_NODE_FLAGS: readonly string[] = ['--initial-old-space-size=64', '--max-semi-space-size=1'];
+// Not --max-semi-space-size=1 (a 1 MB young generation instead of V8's 16),
+// though it measured well on one volume: peak RSS with 8 busy volumes 178
+// MiB against 216, seq read 0.70-0.82 daemon CPU-s per 256 MiB against
+// 1.10-1.24. Under the 256-volume storm (make storm) it slowed the event
+// loop enough that 49 and 60 of 256 simultaneous Unmounts waited over the
+// server's 10 s headersTimeout and got 408, leaving their mount IDs: 2 runs
+// in 14, against 0 in 7 without it (docs/performance.md, "Daemon memory").
+export const DAEMON_NODE_FLAGS: readonly string[] = ['--initial-old-space-size=64'];
 
 /** The flags this process was started without (they must come before the script, as node options). */
 export function missingNodeFlags(execArgv: readonly string[] = process.execArgv): string[] {
