@@ -13,6 +13,16 @@ const HAS_FOLDER_ICON = IS_OSX && fs.existsSync(OSX_FOLDER_ICON)
 const DEFAULT_TIMEOUT = 15 * 1000
 const TIMEOUT_ERRNO = IS_OSX ? -60 : -110
 const ENOTCONN = IS_OSX ? -57 : -107
+const EPERM = -1
+
+function errnoName (errno) {
+  for (const [name, value] of Object.entries(os.constants.errno)) if (value === -errno) return name
+  return `errno ${-errno}`
+}
+
+function execUnmount (cmd, cb) {
+  exec(cmd, err => cb(err || null))
+}
 
 // The C attribute table's clock is CLOCK_MONOTONIC in milliseconds. Node's
 // performance.now() counts from the same clock (libuv's uv_hrtime, which is
@@ -302,12 +312,19 @@ class Fuse extends Nanoresource {
 
   // Static methods
 
+  // A lazy unmount. As root, umount2 on libuv's thread pool (fuse-native.c
+  // "detach"): no fork of this process, which costs tens of ms on the
+  // calling thread once the daemon is large. Without CAP_SYS_ADMIN (EPERM)
+  // the setuid fusermount3 does it, as upstream always did.
   static unmount (mnt, cb) {
-    mnt = JSON.stringify(mnt)
-    const cmd = IS_OSX ? `diskutil unmount force ${mnt}` : `fusermount3 -uz ${mnt}`
-    exec(cmd, err => {
-      if (err) return cb(err)
-      return cb(null)
+    if (IS_OSX) return execUnmount(`diskutil unmount force ${JSON.stringify(mnt)}`, cb)
+    binding.fuse_native_detach(mnt, errno => {
+      if (errno === 0) return cb(null)
+      if (errno === -EPERM) return execUnmount(`fusermount3 -uz ${JSON.stringify(mnt)}`, cb)
+      const err = new Error(`cannot unmount ${mnt}: ${errnoName(errno)}`)
+      err.errno = errno
+      err.code = errnoName(errno)
+      cb(err)
     })
   }
 
