@@ -39,6 +39,9 @@ async function main(): Promise<void> {
         );
         console.log(rows.at(-1));
         for (const [e, k] of errors) console.log(`   ${k} x ${e}`);
+        const unmountErrors = new Map<string, number>();
+        for (const e of r.unmountFailed.values()) unmountErrors.set(e, (unmountErrors.get(e) ?? 0) + 1);
+        for (const [e, k] of unmountErrors) console.log(`   ${k} x Unmount ${e}`);
         console.log(`   load after: ${loadavg()}`);
       } finally {
         await d.stop();

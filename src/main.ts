@@ -4,9 +4,10 @@
 // in the background afterwards.
 import { readFileSync } from 'node:fs';
 import { chmod, mkdir, unlink } from 'node:fs/promises';
-import { createServer, type Server, type ServerOptions } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
+import { NODE_TIMEOUTS_OFF, enforceRequestTimeouts, type RequestTimeouts } from './api/request-timeouts';
 import { makeApp } from './api/server';
 import { loadConfig, type Config } from './config';
 import type { VolumeDriver } from './api/protocol';
@@ -30,8 +31,10 @@ export interface Daemon {
  * trickles or stalls is not dockerd and must not hold a connection (and its
  * buffers) for Node's default 5 minutes. Checked every second, not every 30.
  * These bound receiving the request only: a Mount may take longer to answer.
+ * Enforced by api/request-timeouts.ts, not Node, so that the daemon's own
+ * lag never counts against a client.
  */
-const SERVER_LIMITS: ServerOptions = { headersTimeout: 10_000, requestTimeout: 20_000, connectionsCheckingInterval: 1_000, keepAliveTimeout: 5_000 };
+const REQUEST_TIMEOUTS: RequestTimeouts = { headersMs: 10_000, requestMs: 20_000, keepAliveMs: 5_000, checkEveryMs: 1_000 };
 
 /** Logged for a promise rejection nobody handled (a bug); tests look for it. */
 export const UNHANDLED_REJECTION = 'unhandled promise rejection: a tsfs bug, please report it with this line';
@@ -79,7 +82,9 @@ export async function startDaemon(config: Config, log: Logger, mountFs: MountFs 
     driver = new StateDirBusyDriver(config.stateDir, held.holder);
     log.error({ stateDir: config.stateDir, holder: held.holder }, driver.message);
   }
-  const server = createServer(SERVER_LIMITS, makeApp(driver, log)).listen(config.socket);
+  const server = createServer(NODE_TIMEOUTS_OFF, makeApp(driver, log));
+  enforceRequestTimeouts(server, REQUEST_TIMEOUTS, log);
+  server.listen(config.socket);
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
     server.once('error', reject);

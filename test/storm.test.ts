@@ -85,6 +85,7 @@ describe('a storm of mounts against a stock sshd (slow login shell, MaxStartups 
     console.log(`storm 32: ${r.intact}/32 intact, ${r.retries} retries, mount p50 ${r.mountMs.p50} ms p99 ${r.mountMs.p99} ms, store ${r.store.processes} processes (${r.store.sftpServers} sftp-server) for ${r.store.mounted} volumes`);
     expect([...r.failed]).toEqual([]);
     expect(r.intact).toBe(32);
+    expect([...r.unmountFailed]).toEqual([]);
     expect(r.leakedIds).toBe(0);
     // One connection and at most two sftp-server per mounted volume.
     expect(r.store.sftpServers).toBeLessThanOrEqual(2 * r.store.mounted);

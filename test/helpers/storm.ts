@@ -17,6 +17,8 @@ export interface StormResult {
   failed: Map<string, string>;
   /** Mount IDs the daemon still held after every successful mount was unmounted. */
   leakedIds: number;
+  /** Unmount -> the HTTP status or Err it was answered with, for each that did not succeed. */
+  unmountFailed: Map<string, string>;
   wallMs: number;
   /** Connection attempts the daemon retried (its info lines). */
   retries: number;
@@ -97,7 +99,13 @@ export async function runStorm(d: DaemonProc, sshd: StockSshd, n: number, opts: 
       if (!failed.has(Name)) failed.set(Name, `store: ${(e as Error).message}`);
     }
   }
-  await Promise.all([...mounted.keys()].map((Name) => d.call('/VolumeDriver.Unmount', { Name, ID: `id-${Name}` })));
+  const unmountFailed = new Map<string, string>();
+  await Promise.all(
+    [...mounted.keys()].map(async (Name) => {
+      const u = await d.call('/VolumeDriver.Unmount', { Name, ID: `id-${Name}` });
+      if (u.status !== 200 || u.json.Err) unmountFailed.set(Name, `HTTP ${u.status}: ${errOf(u)}`);
+    }),
+  );
   let leakedIds = 0;
   for (const Name of names) {
     const g = await d.call('/VolumeDriver.Get', { Name });
@@ -115,6 +123,7 @@ export async function runStorm(d: DaemonProc, sshd: StockSshd, n: number, opts: 
     intact,
     failed,
     leakedIds,
+    unmountFailed,
     wallMs,
     retries,
     mountMs: { p50: quantile(mountMs, 0.5), p99: quantile(mountMs, 0.99), max: quantile(mountMs, 1) },
