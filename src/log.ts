@@ -55,9 +55,36 @@ export function prettySink(out: Sink): Sink {
   return { write: (s: string) => out.write(prettyLine(s)) };
 }
 
+/**
+ * stdout, written from a buffer in the background. Synchronous writes
+ * blocked the thread that serves every mount whenever the reader of the
+ * pipe (dockerd, or a test) fell behind: 4.5 s of a 256-volume storm's
+ * event loop went to write(2) and sonic-boom's EAGAIN sleeps. pino flushes
+ * what is buffered when the process exits. A reader that stops altogether
+ * costs at most MAX_BUFFERED bytes; what does not fit is dropped and
+ * counted in a warning once the buffer has drained.
+ */
+const MAX_BUFFERED = 16 * 1024 * 1024;
+
+function stdoutSink(): { sink: pino.DestinationStream; onDrop: (report: (lines: number) => void) => void } {
+  const dest = pino.destination({ fd: 1, sync: false, maxLength: MAX_BUFFERED });
+  let dropped = 0;
+  let report: ((lines: number) => void) | undefined;
+  dest.on('drop', () => void dropped++);
+  // 'drain': everything buffered has been written, so the reader is back.
+  dest.on('drain', () => {
+    if (dropped === 0 || !report) return;
+    const n = dropped;
+    dropped = 0;
+    report(n);
+  });
+  return { sink: dest, onDrop: (r) => (report = r) };
+}
+
 export function makeLogger(level: string, destination?: Sink, format: LogFormat = 'json'): Logger {
-  const raw = destination ?? pino.destination({ fd: 1, sync: true });
-  return pino(
+  const out = destination ? undefined : stdoutSink();
+  const raw = destination ?? out!.sink;
+  const log = pino(
     {
       level,
       base: { name: 'tsfs' },
@@ -67,4 +94,6 @@ export function makeLogger(level: string, destination?: Sink, format: LogFormat 
     },
     (format === 'pretty' ? prettySink(raw) : raw) as pino.DestinationStream,
   );
+  out?.onDrop((lines) => log.warn({ droppedLines: lines }, 'log lines were dropped: nothing read this process\'s output for a while'));
+  return log;
 }
