@@ -12,6 +12,80 @@ const CHUNK = 128 * 1024;
 /** Up to 8 chunks (1 MiB) in flight ahead of a sequential reader. */
 const MAX_WINDOW = 8;
 
+/**
+ * Chunk buffers done with, shared by every handle of the daemon. A new
+ * 128 KiB Buffer per chunk was a new ArrayBuffer that only a GC frees: 256
+ * MiB of them per 256 MiB read, which pushes V8 into the mark-compacts
+ * src/node-flags.ts describes. At most SPARE_MAX are kept (8 MiB), and none
+ * once reading has stopped for SPARE_IDLE_MS.
+ */
+const spare: Buffer[] = [];
+const SPARE_MAX = 64;
+const SPARE_IDLE_MS = 5_000;
+let spareTimer: NodeJS.Timeout | undefined;
+let spareUsed = false;
+
+function takeChunkBuffer(): Buffer {
+  spareUsed = true;
+  return spare.pop() ?? Buffer.allocUnsafe(CHUNK);
+}
+
+function giveBackChunkBuffer(b: Buffer): void {
+  if (spare.length >= SPARE_MAX) return;
+  spare.push(b);
+  spareTimer ??= setInterval(() => {
+    if (spareUsed) return void (spareUsed = false);
+    spare.length = 0;
+    clearInterval(spareTimer);
+    spareTimer = undefined;
+  }, SPARE_IDLE_MS).unref();
+}
+
+/**
+ * One readahead chunk. Its buffer goes back for reuse only when nothing can
+ * touch it again: its READs all answered (a failed chunk's other READs may
+ * still be writing into it, so it is never reused), no read still copying
+ * from it, and out of the handle's map.
+ */
+class Chunk {
+  readonly data: Promise<Buffer>;
+  private users = 0;
+  private settled = false;
+  private dropped = false;
+
+  constructor(
+    private readonly buf: Buffer,
+    fill: (buf: Buffer) => Promise<number>,
+  ) {
+    this.data = fill(buf).then((n) => {
+      this.settled = true;
+      this.recycle();
+      return n === CHUNK ? buf : buf.subarray(0, n);
+    });
+  }
+
+  use(): Promise<Buffer> {
+    this.users++;
+    return this.data;
+  }
+
+  done(): void {
+    this.users--;
+    this.recycle();
+  }
+
+  drop(): void {
+    this.dropped = true;
+    this.recycle();
+  }
+
+  private recycle(): void {
+    if (!this.settled || !this.dropped || this.users > 0) return;
+    this.settled = false; // once
+    giveBackChunkBuffer(this.buf);
+  }
+}
+
 export interface OpenSpec {
   path: string;
   /** SFTP pflags to reopen with after a reconnect (no CREAT/TRUNC/EXCL). */
@@ -31,7 +105,7 @@ export interface Identity {
 
 export class FileHandle {
   readonly pipeline = new WritePipeline();
-  private chunks = new Map<number, Promise<Buffer>>();
+  private chunks = new Map<number, Chunk>();
   private nextSeq = -1;
   private window = 1;
   /** Connection generation of the oldest write not yet covered by a successful fsync. */
@@ -236,6 +310,7 @@ export class FileHandle {
   }
 
   dropReadahead(): void {
+    for (const c of this.chunks.values()) c.drop();
     this.chunks.clear();
   }
 
@@ -254,34 +329,40 @@ export class FileHandle {
       this.window = 1;
       if (pos % CHUNK !== 0 || len < CHUNK / 2) return this.readDirect(out, len, pos);
     }
-    for (const k of this.chunks.keys()) if (k < first - 1 || k > last + MAX_WINDOW + 1) this.chunks.delete(k);
+    for (const [k, c] of this.chunks) {
+      if (k < first - 1 || k > last + MAX_WINDOW + 1) {
+        c.drop();
+        this.chunks.delete(k);
+      }
+    }
     for (let i = first; i <= last + this.window; i++) if (!this.chunks.has(i)) this.chunks.set(i, this.fetch(i));
     // Take the chunks now: a write or truncate may clear the map (dropReadahead)
     // while this read waits, and the answers already asked for still serve it.
-    const wanted: Promise<Buffer>[] = [];
+    const wanted: Chunk[] = [];
     for (let i = first; i <= last; i++) wanted.push(this.chunks.get(i)!);
+    const pending = wanted.map((c) => c.use());
     let copied = 0;
-    for (let i = first; i <= last; i++) {
-      const chunk = await wanted[i - first];
-      const from = Math.max(pos + copied - i * CHUNK, 0);
-      const n = Math.min(chunk.length - from, len - copied);
-      if (n <= 0) break;
-      chunk.copy(out, copied, from, from + n);
-      copied += n;
-      if (chunk.length < CHUNK) break; // EOF inside this chunk
+    try {
+      for (let i = first; i <= last; i++) {
+        const chunk = await pending[i - first];
+        const from = Math.max(pos + copied - i * CHUNK, 0);
+        const n = Math.min(chunk.length - from, len - copied);
+        if (n <= 0) break;
+        chunk.copy(out, copied, from, from + n);
+        copied += n;
+        if (chunk.length < CHUNK) break; // EOF inside this chunk
+      }
+    } finally {
+      for (const c of wanted) c.done();
     }
     return copied;
   }
 
-  private fetch(i: number): Promise<Buffer> {
-    const p = (async () => {
-      const buf = Buffer.allocUnsafe(CHUNK);
-      const n = await this.readFull(buf, CHUNK, i * CHUNK);
-      return n === CHUNK ? buf : buf.subarray(0, n);
-    })();
+  private fetch(i: number): Chunk {
+    const c = new Chunk(takeChunkBuffer(), (buf) => this.readFull(buf, CHUNK, i * CHUNK));
     // A failed chunk is retried by the next read (unless the map moved on).
-    p.catch(() => this.chunks.get(i) === p && this.chunks.delete(i));
-    return p;
+    c.data.catch(() => this.chunks.get(i) === c && this.chunks.delete(i));
+    return c;
   }
 
   private async readDirect(out: Buffer, len: number, pos: number): Promise<number> {

@@ -121,7 +121,7 @@ export class FakeSftp {
     const go = () => {
       const f = this.fileOf(h);
       const n = Math.max(0, Math.min(len, f.data.length - pos));
-      f.data.copy(buf, off, pos, pos + n);
+      if (n > 0) f.data.copy(buf, off, pos, pos + n);
       cb(null, n);
     };
     if (this.holdReads) this.held.push(go);

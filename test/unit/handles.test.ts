@@ -1,5 +1,6 @@
 // FileHandle against an in-memory SFTP channel: readahead racing a write,
 // reopen after a reconnect, what fsync and close report.
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { FileHandle } from '../../src/fs/handles';
 import type { SFTPWrapper } from 'ssh2';
@@ -90,5 +91,63 @@ describe('FileHandle', () => {
     await h.write(Buffer.from('b'), 1, 1);
     await settled;
     expect(done).toBe(true);
+  });
+
+  it('readahead buffers reused across handles never hand one read another read\'s bytes, whatever order the answers come in', async () => {
+    // Chunk buffers go back to a pool shared by every handle once nothing can
+    // touch them. Reads on two files, dropped readahead (what writes do) and
+    // server answers released in a random order: every read gets its own file's bytes.
+    const op = fc.oneof(
+      fc.record({ kind: fc.constant('read' as const), file: fc.nat(1), pos: fc.nat(6 * CHUNK), len: fc.integer({ min: 1, max: 3 * CHUNK }), seq: fc.boolean() }),
+      fc.record({ kind: fc.constant('drop' as const), file: fc.nat(1) }),
+      // Let the server answer some of the READs it holds before the next step.
+      fc.record({ kind: fc.constant('answer' as const), pick: fc.nat() }),
+    );
+    const bodies = [pattern(5 * CHUNK + 777), Buffer.from(pattern(5 * CHUNK + 777).map((b) => 255 - b))];
+    await fc.assert(
+      fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 32 }), async (ops) => {
+        const files = await Promise.all(bodies.map((b) => opened(b)));
+        for (const f of files) f.sftp.holdReads = true;
+        /** Answer held READs: a rotation by `pick`, some of them or all. */
+        const answer = async (pick: number, all: boolean) => {
+          const held = files.flatMap((f) => f.sftp.held.splice(0));
+          const k = pick % Math.max(1, held.length);
+          const now = [...held.slice(k), ...held.slice(0, k).reverse()];
+          const later = all ? [] : now.splice(Math.max(1, now.length >> 1));
+          files[0].sftp.held.push(...later);
+          for (const go of now) go();
+          for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+        };
+        const nextSeq = [0, 0];
+        const reads: Promise<void>[] = [];
+        for (const o of ops) {
+          if (o.kind === 'answer') {
+            await answer(o.pick, false);
+            continue;
+          }
+          const f = files[o.file];
+          if (o.kind === 'drop') {
+            f.h.dropReadahead();
+            continue;
+          }
+          const pos = o.seq ? nextSeq[o.file] : o.pos;
+          nextSeq[o.file] = pos + o.len;
+          const out = Buffer.alloc(o.len);
+          const body = bodies[o.file];
+          reads.push(
+            f.h.read(out, o.len, pos).then((n) => {
+              const want = body.subarray(Math.min(pos, body.length), Math.min(pos + o.len, body.length));
+              expect(n).toBe(want.length);
+              expect(out.subarray(0, n).equals(want)).toBe(true);
+            }),
+          );
+        }
+        let done = false;
+        const all = Promise.all(reads).finally(() => (done = true));
+        for (let turn = 0; !done; turn++) await answer(turn, true);
+        await all;
+      }),
+      { numRuns: 200 },
+    );
   });
 });
