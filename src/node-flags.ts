@@ -34,10 +34,13 @@
 // Not --max-semi-space-size=1 (a 1 MB young generation instead of V8's 16),
 // though it measured well on one volume: peak RSS with 8 busy volumes 178
 // MiB against 216, seq read 0.70-0.82 daemon CPU-s per 256 MiB against
-// 1.10-1.24. Under the 256-volume storm (make storm) it slowed the event
-// loop enough that 49 and 60 of 256 simultaneous Unmounts waited over the
-// server's 10 s headersTimeout and got 408, leaving their mount IDs: 2 runs
-// in 14, against 0 in 7 without it (docs/performance.md, "Daemon memory").
+// 1.10-1.24. It costs where many connections start at once: in the
+// 256-volume storm (make storm) Create+Mount took 22.0-25.7 s at the median
+// against 19.0-19.3 s without it, close to the 25 s connection-setup
+// deadline, and 3 of 256 volumes failed in one run of 3. (Its first trial
+// also leaked mount IDs, through 408s from Node's own request timeouts
+// under the loop's lag; api/request-timeouts.ts has since removed that
+// cause.) Figures in docs/performance.md, "Daemon memory".
 export const DAEMON_NODE_FLAGS: readonly string[] = ['--initial-old-space-size=64'];
 
 /** The flags this process was started without (they must come before the script, as node options). */
