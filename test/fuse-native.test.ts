@@ -446,4 +446,39 @@ describe('fuse-native early write replies (writeBehind)', () => {
     open();
     expect(await d.exit).toBe(0);
   });
+
+  it('past the budget of all mounts together, a write goes to JS synchronously, still in order', async () => {
+    // Fuse.setWriteBehindBudget bounds the early replies' copies across
+    // mounts and returns the bytes they hold. With a budget of 2 bytes, AA
+    // is answered early and BBB, which cannot fit, must wait for JS (sizes,
+    // not timing, decide which way each write goes).
+    log.length = 0;
+    const gates: (() => void)[] = [];
+    const hold = () => (gate = new Promise((resolve) => gates.push(resolve)));
+    const seen = async (line: string) => {
+      while (!log.includes(line)) await new Promise((r) => setImmediate(r));
+    };
+    Fuse.setWriteBehindBudget(2);
+    try {
+      hold();
+      const c = lines(script(`for (const s of ['AA', 'BBB']) { fs.writeSync(fd, s, 0); say(s + ' ok'); } fs.closeSync(fd);`));
+      await c.waitFor('AA ok');
+      await seen('write 0 AA');
+      hold();
+      gates[0](); // JS answers AA; BBB, which waited for it, reaches JS
+      await seen('write 0 BBB');
+      // BBB is no copy held in C but the synchronous WRITE JS is holding now.
+      expect(Fuse.setWriteBehindBudget(2)).toBe(0);
+      expect(f.queuedWrites()).toBe(0);
+      expect(c.out).toEqual(['AA ok']);
+      gates[1]();
+      expect(await c.exit).toBe(0);
+      expect(c.out).toEqual(['AA ok', 'BBB ok']);
+      expect(log.filter((l) => l !== 'getattr')).toEqual(['write 0 AA', 'write 0 BBB', 'flush', 'release']);
+    } finally {
+      Fuse.setWriteBehindBudget(0);
+      for (const g of gates) g();
+      gate = Promise.resolve();
+    }
+  });
 });

@@ -8,6 +8,7 @@ import pino from 'pino';
 import type { Client, SFTPWrapper } from 'ssh2';
 import { describe, expect, it } from 'vitest';
 import type { SshLink } from '../src/sftp/connect';
+import { ByteBudget } from '../src/sftp/budget';
 import { LinkDownError, SftpSession } from '../src/sftp/session';
 import type { SshTarget } from '../src/sftp/target';
 import { until } from './helpers/until';
@@ -57,10 +58,10 @@ function captureLog() {
   return { log, lines };
 }
 
-async function connected(opts: { reconnectWaitMs?: number; maxInFlight?: number } = {}) {
+async function connected(opts: { reconnectWaitMs?: number; maxInFlight?: number; budget?: ByteBudget } = {}) {
   const fc = fakeConnect();
   const { log, lines } = captureLog();
-  const s = new SftpSession(TARGET, log, { connect: fc.connect, reconnectWaitMs: opts.reconnectWaitMs ?? 5000, maxInFlight: opts.maxInFlight });
+  const s = new SftpSession(TARGET, log, { connect: fc.connect, reconnectWaitMs: opts.reconnectWaitMs ?? 5000, maxInFlight: opts.maxInFlight, budget: opts.budget });
   const first = new FakeLink();
   const started = s.start();
   await until(() => fc.calls.length === 1, 'first connect');
@@ -207,6 +208,24 @@ describe('reserve: the in-flight byte cap', () => {
     expect(second).toBe(true);
     s.release(60);
     s.close();
+  });
+
+  it('sessions sharing a budget hold no more than it together, and the waiting ones go in the order they came', async () => {
+    const budget = new ByteBudget(100);
+    const sessions = await Promise.all([0, 1, 2].map(() => connected({ maxInFlight: 80, budget }).then((c) => c.s)));
+    const order: number[] = [];
+    await sessions[0].reserve(60);
+    const waiting = [sessions[1].reserve(60).then(() => order.push(1)), sessions[2].reserve(30).then(() => order.push(2))];
+    await new Promise((r) => setImmediate(r));
+    // 30 more would fit, but the first waiter came first.
+    expect({ held: budget.held, order }).toEqual({ held: 60, order: [] });
+    sessions[0].release(60);
+    await Promise.all(waiting);
+    expect({ held: budget.held, order }).toEqual({ held: 90, order: [1, 2] });
+    sessions[1].release(60);
+    sessions[2].release(30);
+    expect(budget.held).toBe(0);
+    for (const s of sessions) s.close();
   });
 
   it('a single write larger than the cap goes through once nothing else is in flight', async () => {

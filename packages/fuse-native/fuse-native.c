@@ -481,6 +481,19 @@ static fuse_thread_locals_t* get_thread_locals();
 //   take the synchronous way, which waits for the invalidations they cause
 //   (see "Hard links").
 
+// All mounts together: copies held at once are also bounded by
+// wq_global_max (set_write_behind_budget; 0: no bound), so the memory they
+// take does not grow with the number of busy mounts. A write that finds no
+// room in it goes to JS synchronously instead of waiting here: waiting
+// would hold a libfuse worker for another mount's server, and the
+// synchronous way is always correct, only slower.
+static size_t wq_global_max = 0;
+static size_t wq_global_bytes = 0; // atomic
+
+static void wq_global_release (size_t len) {
+  __atomic_sub_fetch(&wq_global_bytes, len, __ATOMIC_RELAXED);
+}
+
 static void wq_barrier (fuse_thread_t *ft) {
   struct write_queue *q = &ft->wq;
   if (q->max_bytes == 0) return;
@@ -500,9 +513,15 @@ static int wq_failed_index_locked (struct write_queue *q, uint64_t fh) {
 static int wq_push (fuse_thread_t *ft, const char *path, const char *buf, size_t len, off_t offset, uint64_t fh) {
   struct write_queue *q = &ft->wq;
   if (len > q->max_bytes) return -1;
+  size_t global_max = __atomic_load_n(&wq_global_max, __ATOMIC_RELAXED);
+  if (__atomic_add_fetch(&wq_global_bytes, len, __ATOMIC_RELAXED) > global_max && global_max > 0) {
+    wq_global_release(len);
+    return -1;
+  }
   pthread_mutex_lock(&q->mut);
   if (wq_failed_index_locked(q, fh) >= 0) {
     pthread_mutex_unlock(&q->mut);
+    wq_global_release(len);
     return -1;
   }
   while (q->bytes > 0 && q->bytes + len > q->max_bytes) pthread_cond_wait(&q->cond, &q->mut);
@@ -512,6 +531,7 @@ static int wq_push (fuse_thread_t *ft, const char *path, const char *buf, size_t
   size_t pl = strlen(path) + 1;
   struct wq_item *it = malloc(sizeof(struct wq_item) + len + pl);
   if (it == NULL) {
+    wq_global_release(len);
     pthread_mutex_lock(&q->mut);
     q->bytes -= len;
     pthread_cond_broadcast(&q->cond);
@@ -1497,6 +1517,7 @@ NAPI_METHOD(fuse_native_signal_write_queued) {
   q->head = it->next;
   if (q->head == NULL) q->tail = NULL;
   q->bytes -= it->len;
+  wq_global_release(it->len);
   q->done_seq = it->seq;
   q->busy = 0;
   if ((res < 0 || (size_t) res != it->len) && wq_failed_index_locked(q, it->fh) < 0) {
@@ -1589,6 +1610,16 @@ NAPI_METHOD(fuse_native_detach) {
   napi_create_async_work(env, NULL, name, detach_execute, detach_complete, r, &r->work);
   napi_queue_async_work(env, r->work);
   return NULL;
+}
+
+// set_write_behind_budget(bytes): the bound on early-reply copies of all
+// mounts together (see "Early write replies"); 0 removes it. Returns the
+// bytes held now.
+NAPI_METHOD(fuse_native_set_write_behind_budget) {
+  NAPI_ARGV(1)
+  NAPI_ARGV_UINT32(bytes, 0)
+  __atomic_store_n(&wq_global_max, (size_t) bytes, __ATOMIC_RELAXED);
+  NAPI_RETURN_UINT32((uint32_t) __atomic_load_n(&wq_global_bytes, __ATOMIC_RELAXED))
 }
 
 // Top-level dispatcher
@@ -2015,6 +2046,7 @@ NAPI_INIT() {
   NAPI_EXPORT_FUNCTION(fuse_native_write_queue_length)
   NAPI_EXPORT_FUNCTION(fuse_native_trim_memory)
   NAPI_EXPORT_FUNCTION(fuse_native_detach)
+  NAPI_EXPORT_FUNCTION(fuse_native_set_write_behind_budget)
   NAPI_EXPORT_FUNCTION(fuse_native_signal_release)
   NAPI_EXPORT_FUNCTION(fuse_native_signal_releasedir)
   NAPI_EXPORT_FUNCTION(fuse_native_signal_create)

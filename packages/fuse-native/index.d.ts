@@ -62,6 +62,13 @@ declare class Fuse {
    * malloc_trim(0), this copy's addition). True if any were returned.
    */
   static trimMemory(): boolean;
+  /**
+   * Bound the copies that early write replies (`writeBehind`) hold, all
+   * mounts of the process together (this copy's addition); 0 removes the
+   * bound. A write that finds no room goes to `ops.write` synchronously.
+   * Returns the bytes held now.
+   */
+  static setWriteBehindBudget(bytes: number): number;
   /** CLOCK_MONOTONIC in milliseconds: the clock of attrCacheSet's expiresAt. */
   static monotonicNow(): number;
   /**

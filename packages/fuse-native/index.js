@@ -747,6 +747,12 @@ class Fuse extends Nanoresource {
     return binding.fuse_native_trim_memory() === 1
   }
 
+  // Bound the early write replies' copies of all mounts together (bytes;
+  // 0: none). Returns the bytes they hold now.
+  static setWriteBehindBudget (bytes) {
+    return binding.fuse_native_set_write_behind_budget(bytes >>> 0)
+  }
+
   // The clock attrCacheSet's expiresAt is in: CLOCK_MONOTONIC milliseconds.
   static monotonicNow () {
     return performance.now() + MONOTONIC_OFFSET

@@ -9,6 +9,7 @@
 // threshold (each 1 MiB copy mapped and unmapped) cost seq write a third
 // more CPU.
 import Fuse from 'fuse-native';
+import { ByteBudget } from '../sftp/budget';
 
 /**
  * Often enough that an idle daemon is back to what it holds within seconds.
@@ -22,4 +23,27 @@ let timer: NodeJS.Timeout | undefined;
 /** Trim every TRIM_INTERVAL_MS from now on (once per process; the timer never keeps it alive). */
 export function keepMemoryTrimmed(): void {
   timer ??= setInterval(() => Fuse.trimMemory(), TRIM_INTERVAL_MS).unref();
+}
+
+/**
+ * Write buffering of all volumes together. Each volume may hold 2 MiB of
+ * WRITEs unanswered by its server (src/sftp/session.ts) and 2 MiB of early
+ * write replies' copies (src/fs/mount.ts), and a busy volume uses both, so
+ * the daemon's memory grew with the number of busy volumes: 1.4 GiB
+ * resident with 256 volumes writing at once (docs/scaling.md). Past these
+ * budgets a write waits (unanswered WRITEs) or is answered from JS instead
+ * of early (copies). 32 MiB each leaves 8 busy volumes their full windows.
+ */
+export const WRITES_UNANSWERED_BUDGET = 32 * 1024 * 1024;
+export const EARLY_REPLY_COPIES_BUDGET = 32 * 1024 * 1024;
+
+let writes: ByteBudget | undefined;
+
+/** The daemon's one budget for unanswered WRITEs; the first call also bounds the binding's copies. */
+export function writeBudget(): ByteBudget {
+  if (!writes) {
+    writes = new ByteBudget(WRITES_UNANSWERED_BUDGET);
+    Fuse.setWriteBehindBudget(EARLY_REPLY_COPIES_BUDGET);
+  }
+  return writes;
 }

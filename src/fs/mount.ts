@@ -12,7 +12,7 @@ import { fuseOps } from './fuse-adapter';
 import { MountStats } from './stats';
 import { SftpOps, type Caller } from './ops';
 import type { FsOptions, MountedFs } from './index';
-import { keepMemoryTrimmed } from './memory';
+import { keepMemoryTrimmed, writeBudget } from './memory';
 
 /**
  * FUSE request size: the most the kernel sends per WRITE or asks per READ.
@@ -86,6 +86,7 @@ export async function mountSftpFs(opts: FsOptions): Promise<MountedFs> {
   const reconnectWaitMs = opts.reconnectTimeoutMs ?? DEFAULT_RECONNECT_WAIT_MS;
   const session = new SftpSession(opts.target, log, {
     maxInFlight: opts.maxInFlightBytes,
+    budget: writeBudget(),
     reconnectWaitMs,
     ...(opts.signal && { signal: opts.signal }),
     ...(opts.held && { held: opts.held }),

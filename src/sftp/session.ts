@@ -22,6 +22,7 @@
 import type { Logger } from 'pino';
 import type { SFTPWrapper, Stats, FileEntry, InputAttributes } from 'ssh2';
 import { TsfsError } from '../errors';
+import type { ByteBudget } from './budget';
 import { connectSsh, type SshLink, type StepLog } from './connect';
 import type { HeldLink } from './handoff';
 import { SETUP_DEADLINE_MS, logRetries, openChannel, withRetry } from './retry';
@@ -45,6 +46,8 @@ export interface Channels {
 export interface SessionOptions {
   /** Bytes of WRITE data queued but not yet acknowledged, per mount. */
   maxInFlight?: number;
+  /** The same bytes counted against a limit shared with other sessions (src/fs/memory.ts). */
+  budget?: ByteBudget;
   /** How long an operation waits for a lost link to come back before failing with EIO. */
   reconnectWaitMs?: number;
   connect?: (t: SshTarget, onWarn?: (m: string) => void, log?: StepLog) => Promise<SshLink>;
@@ -87,6 +90,7 @@ export class SftpSession {
   private readsInFlight = 0;
   private spaceWaiters: (() => void)[] = [];
   private readonly maxInFlight: number;
+  private readonly budget?: ByteBudget;
   private readonly reconnectWaitMs: number;
   private readonly connect: NonNullable<SessionOptions['connect']>;
   /** Times the link was lost: an idempotent request that saw this change is re-issued. */
@@ -119,6 +123,7 @@ export class SftpSession {
     opts: SessionOptions = {},
   ) {
     this.maxInFlight = opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
+    this.budget = opts.budget;
     this.reconnectWaitMs = opts.reconnectWaitMs ?? DEFAULT_RECONNECT_WAIT_MS;
     this.connect = opts.connect ?? connectSsh;
     this.setupDeadlineMs = Math.max(opts.setupDeadlineMs ?? SETUP_DEADLINE_MS, target.connectTimeout);
@@ -335,9 +340,13 @@ export class SftpSession {
       await new Promise<void>((r) => this.spaceWaiters.push(r));
     }
     this.inFlight += bytes;
+    // Counted here first, so a write waiting for the shared budget holds its
+    // own session's place and later writes of this session queue behind it.
+    await this.budget?.take(bytes);
   }
 
   release(bytes: number): void {
+    this.budget?.give(bytes);
     this.inFlight -= bytes;
     const ws = this.spaceWaiters;
     this.spaceWaiters = [];

@@ -7,6 +7,9 @@ const closed: string[] = [];
 
 vi.mock('fuse-native', () => ({
   default: class {
+    static setWriteBehindBudget() {
+      return 0;
+    }
     constructor() {
       throw new Error('fuse: device not found');
     }
