@@ -49,7 +49,8 @@ export function enforceRequestTimeouts(server: Server, t: RequestTimeouts, log: 
     phases.set(s, { kind: 'waiting', since: now(), first: true });
     s.once('close', () => phases.delete(s));
   });
-  server.on('request', (req: IncomingMessage, res) => {
+  // Before the app's own listener: the phase changes before any handler runs.
+  server.prependListener('request', (req: IncomingMessage, res) => {
     const s = req.socket;
     const p = phases.get(s);
     if (!p) return; // closed meanwhile
@@ -80,7 +81,7 @@ export function enforceRequestTimeouts(server: Server, t: RequestTimeouts, log: 
           s.destroy();
           continue;
         }
-        log.warn({ phase: p.kind === 'body' ? 'body' : 'headers', waitedMs: Math.round(waited) }, `closed a connection whose request did not arrive in time: a VolumeDriver client must send each request whole, as dockerd does`);
+        log.warn({ phase: p.kind === 'body' ? 'body' : 'headers', waitedMs: Math.round(waited) }, 'closed a connection whose request did not arrive in time: a VolumeDriver client must send each request whole, as dockerd does');
         if (s.writable) {
           s.write(TOO_SLOW);
           s.destroySoon();

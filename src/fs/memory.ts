@@ -1,13 +1,15 @@
-// Handing freed memory back to the kernel. glibc keeps what the daemon
-// frees: an arena shrinks only from its top, so the holes left by the
-// 1 MiB request copies of libfuse's threads and by the socket and packet
-// buffers a V8 collection frees stay resident, and the daemon's RSS after a
-// busy hour is its peak of every earlier workload, not what it holds.
-// Measured (docs/performance.md, "Daemon memory"): after 8 busy volumes,
-// malloc_trim(0) took RSS from 238 to 170 MiB. glibc's tunables do not do
-// this: the trim threshold acts only at an arena's top, and a lower mmap
-// threshold (each 1 MiB copy mapped and unmapped) cost seq write a third
-// more CPU.
+// The daemon's memory: handing freed memory back to the kernel, and one
+// bound on write buffering for all volumes.
+//
+// glibc keeps what the daemon frees: an arena shrinks only from its top, so
+// the holes left by the 1 MiB request copies of libfuse's threads and by
+// the socket and packet buffers a V8 collection frees stay resident, and
+// the daemon's RSS after a busy hour is its peak of every earlier workload,
+// not what it holds. Measured (docs/performance.md, "Daemon memory"): after
+// 8 busy volumes, malloc_trim(0) took RSS from 238 to 170 MiB. glibc's
+// tunables do not do this: the trim threshold acts only at an arena's top,
+// and a lower mmap threshold (each 1 MiB copy mapped and unmapped) cost seq
+// write a third more CPU.
 import Fuse from 'fuse-native';
 import { ByteBudget } from '../sftp/budget';
 
@@ -29,7 +31,7 @@ export function keepMemoryTrimmed(): void {
  * Write buffering of all volumes together. Each volume may hold 2 MiB of
  * WRITEs unanswered by its server (src/sftp/session.ts) and 2 MiB of early
  * write replies' copies (src/fs/mount.ts), and a busy volume uses both, so
- * the daemon's memory grew with the number of busy volumes: 1.4 GiB
+ * the daemon's memory grew with the number of busy volumes: 1.5-1.8 GiB
  * resident with 256 volumes writing at once (docs/scaling.md). Past these
  * budgets a write waits (unanswered WRITEs) or is answered from JS instead
  * of early (copies). 32 MiB each leaves 8 busy volumes their full windows.
