@@ -35,12 +35,12 @@
 // though it measured well on one volume: peak RSS with 8 busy volumes 178
 // MiB against 216, seq read 0.70-0.82 daemon CPU-s per 256 MiB against
 // 1.10-1.24. It costs where many connections start at once: in the
-// 256-volume storm (make storm) Create+Mount took 22.0-25.7 s at the median
-// against 19.0-19.3 s without it, close to the 25 s connection-setup
-// deadline, and 3 of 256 volumes failed in one run of 3. (Its first trial
-// also leaked mount IDs, through 408s from Node's own request timeouts
-// under the loop's lag; api/request-timeouts.ts has since removed that
-// cause.) Figures in docs/performance.md, "Daemon memory".
+// 256-volume storm (make storm), alternated, Create+Mount took 26.9 and
+// 35.3 s at the median against 25.9 and 24.7 s without it, and 2 and 15 of
+// 256 volumes failed at the 25 s connection-setup deadline (none without).
+// (Its first trial also leaked mount IDs, through 408s from Node's own
+// request timeouts under the loop's lag; api/request-timeouts.ts has since
+// removed that cause.) Figures in docs/performance.md, "Daemon memory".
 export const DAEMON_NODE_FLAGS: readonly string[] = ['--initial-old-space-size=64'];
 
 /** The flags this process was started without (they must come before the script, as node options). */
