@@ -115,8 +115,10 @@ test: deps
 	npm test
 
 # Many volumes mounted at once against a stock sshd (docs/scaling.md): a
-# benchmark, not a test; one at a time on a shared machine.
-storm:
+# benchmark, not a test; one at a time on a shared machine. deps: on a
+# fresh clone it installs node_modules and starts dockerd (for the
+# containers part) as make test does.
+storm: deps
 	flock /tmp/tsfs-bench.lock npm run storm
 
 # The slow end-to-end suites, not part of `make test` (README: Development).
