@@ -19,6 +19,13 @@ const CPU_MS = Number(process.env.STORM_SUBSYSTEM_CPU_MS ?? 100);
 const DOCKER_SIZES = (process.env.STORM_DOCKER_N ?? '32,64,128').split(',').filter(Boolean).map(Number);
 const loadavg = () => readFileSync('/proc/loadavg', 'utf8').trim();
 
+/** One line per distinct error: how many failed with it. */
+function printTally(errors: Iterable<string>, prefix = ''): void {
+  const counts = new Map<string, number>();
+  for (const e of errors) counts.set(e, (counts.get(e) ?? 0) + 1);
+  for (const [e, k] of counts) console.log(`   ${k} x ${prefix}${e}`);
+}
+
 async function main(): Promise<void> {
   const sshd = await startStockSshd({ subsystemCpuMs: CPU_MS });
   console.log(`store: OpenSSH ${sshd.host}:${sshd.port}, Debian's stock sshd_config with: ${sshd.changes.join('; ')}`);
@@ -30,18 +37,14 @@ async function main(): Promise<void> {
       const d = await startDaemon();
       try {
         const r = await runStorm(d, sshd, n, { tag: `storm${n}` });
-        const errors = new Map<string, number>();
-        for (const e of r.failed.values()) errors.set(e, (errors.get(e) ?? 0) + 1);
         const m = r.store.mounted || 1;
         rows.push(
           `| ${n} | ${r.intact}/${n} | ${r.failed.size} | ${r.leakedIds} | ${(r.wallMs / 1000).toFixed(1)} s | ${r.retries} | ${r.createMountMs.p50} / ${r.createMountMs.p99} ms | ${r.mountMs.p50} / ${r.mountMs.p99} ms | ` +
             `${(r.store.processes / m).toFixed(1)} (${(r.store.sftpServers / m).toFixed(1)} sftp-server) | ${(r.store.rssKiB / 1024 / m).toFixed(1)} / ${(r.store.pssKiB / 1024 / m).toFixed(1)} MiB | ${(r.logins / n).toFixed(2)} / ${(r.subsystemStarts / n).toFixed(2)} |`,
         );
         console.log(rows.at(-1));
-        for (const [e, k] of errors) console.log(`   ${k} x ${e}`);
-        const unmountErrors = new Map<string, number>();
-        for (const e of r.unmountFailed.values()) unmountErrors.set(e, (unmountErrors.get(e) ?? 0) + 1);
-        for (const [e, k] of unmountErrors) console.log(`   ${k} x Unmount ${e}`);
+        printTally(r.failed.values());
+        printTally(r.unmountFailed.values(), 'Unmount ');
         console.log(`   load after: ${loadavg()}`);
       } finally {
         await d.stop();
@@ -53,11 +56,9 @@ async function main(): Promise<void> {
       try {
         for (const n of DOCKER_SIZES) {
           const r = await runDockerStorm(sshd, plugin, n);
-          const errors = new Map<string, number>();
-          for (const e of r.failed.values()) errors.set(e, (errors.get(e) ?? 0) + 1);
           dockerRows.push(`| ${n} | ${r.intact}/${n} | ${r.failed.size} | ${r.leakedVolumes} | ${(r.wallMs / 1000).toFixed(1)} s | ${r.runMs.p50} / ${r.runMs.p99} ms |`);
           console.log(dockerRows.at(-1));
-          for (const [e, k] of errors) console.log(`   ${k} x ${e}`);
+          printTally(r.failed.values());
           console.log(`   load after: ${loadavg()}`);
         }
       } finally {

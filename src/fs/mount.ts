@@ -207,11 +207,11 @@ function run(cmd: string, args: string[]): Promise<boolean> {
 }
 
 async function lazyDetach(mountpoint: string): Promise<boolean> {
-  // Fuse.unmount detaches without a fork when we are root (the plugin is);
-  // the helpers below are for a daemon without CAP_SYS_ADMIN.
+  // Fuse.unmount detaches without a fork when we are root (the plugin is)
+  // and runs fusermount3 when we are not; the helpers below are for a mount
+  // neither could detach (one a libfuse 2 build left, say).
   if (await promisify((cb) => Fuse.unmount(mountpoint, cb)).then(() => true, () => false)) return true;
   for (const [cmd, args] of [
-    ['fusermount3', ['-uz', mountpoint]],
     ['fusermount', ['-uz', mountpoint]],
     ['umount', ['-l', mountpoint]],
   ] as const) {

@@ -1,7 +1,7 @@
-// Bytes that many users may hold at once, up to a limit: the WRITE data of
-// all volumes together (src/fs/memory.ts makes the daemon's one). Each
-// session's own cap (SessionOptions.maxInFlight) keeps a volume to its
-// share; this keeps the sum bounded however many volumes are busy.
+// Bytes that several writers may hold at once, up to a limit, granted in
+// the order asked: each session's WRITE window (SessionOptions.maxInFlight),
+// and the WRITE data of all volumes together (src/fs/memory.ts makes the
+// daemon's one), which keeps the sum bounded however many volumes are busy.
 export class ByteBudget {
   private used = 0;
   /** In the order they came: a small request does not pass a large one, which could then wait for ever. */

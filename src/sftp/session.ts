@@ -22,7 +22,7 @@
 import type { Logger } from 'pino';
 import type { SFTPWrapper, Stats, FileEntry, InputAttributes } from 'ssh2';
 import { TsfsError } from '../errors';
-import type { ByteBudget } from './budget';
+import { ByteBudget } from './budget';
 import { connectSsh, type SshLink, type StepLog } from './connect';
 import type { HeldLink } from './handoff';
 import { SETUP_DEADLINE_MS, logRetries, openChannel, withRetry } from './retry';
@@ -85,11 +85,10 @@ export class SftpSession {
   private gen = 0;
   private closed = false;
   private waiters = new Set<Waiter>();
-  private inFlight = 0;
+  /** This session's WRITE bytes queued and unanswered, up to maxInFlight. */
+  private readonly inFlight: ByteBudget;
   /** READs of file data awaiting their answer (a stat sent now would queue behind them). */
   private readsInFlight = 0;
-  private spaceWaiters: (() => void)[] = [];
-  private readonly maxInFlight: number;
   private readonly budget?: ByteBudget;
   private readonly reconnectWaitMs: number;
   private readonly connect: NonNullable<SessionOptions['connect']>;
@@ -122,7 +121,7 @@ export class SftpSession {
     private readonly log: Logger,
     opts: SessionOptions = {},
   ) {
-    this.maxInFlight = opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
+    this.inFlight = new ByteBudget(opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT);
     this.budget = opts.budget;
     this.reconnectWaitMs = opts.reconnectWaitMs ?? DEFAULT_RECONNECT_WAIT_MS;
     this.connect = opts.connect ?? connectSsh;
@@ -216,7 +215,7 @@ export class SftpSession {
   /** The live channels for a metadata request; asks for the data channel if file data is in flight on the one channel. */
   async channelsForMetadata(): Promise<Channels> {
     const ch = await this.channels();
-    if (ch.data === ch.meta && (this.inFlight > 0 || this.readsInFlight > 0)) this.ensureDataChannel(ch);
+    if (ch.data === ch.meta && (this.inFlight.held > 0 || this.readsInFlight > 0)) this.ensureDataChannel(ch);
     return ch;
   }
 
@@ -335,22 +334,15 @@ export class SftpSession {
 
   /** Wait until `bytes` more may be queued, then count them as in flight. */
   async reserve(bytes: number): Promise<void> {
-    // A single write larger than the cap still goes through once the pipe is empty.
-    while (this.inFlight > 0 && this.inFlight + bytes > this.maxInFlight) {
-      await new Promise<void>((r) => this.spaceWaiters.push(r));
-    }
-    this.inFlight += bytes;
-    // Counted here first, so a write waiting for the shared budget holds its
-    // own session's place and later writes of this session queue behind it.
+    // This session's place first, so a write waiting for the shared budget
+    // keeps this session's later writes behind it.
+    await this.inFlight.take(bytes);
     await this.budget?.take(bytes);
   }
 
   release(bytes: number): void {
     this.budget?.give(bytes);
-    this.inFlight -= bytes;
-    const ws = this.spaceWaiters;
-    this.spaceWaiters = [];
-    for (const w of ws) w();
+    this.inFlight.give(bytes);
   }
 
   close(): void {
