@@ -19,6 +19,12 @@ const BIG_MIB = Number(process.env.BENCH_BIG_MIB ?? 512);
 const ONLY = process.env.BENCH_ONLY ? new RegExp(process.env.BENCH_ONLY, 'i') : undefined;
 /** Extra node flags for the daemon (after DAEMON_NODE_FLAGS, so they can override them), e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`. */
 const DAEMON_NODE_ARGS = (process.env.BENCH_DAEMON_NODE_ARGS ?? '').split(' ').filter(Boolean);
+/**
+ * `tmpfs`: the server's store on a tmpfs, so conv=fsync costs the server no
+ * disk flush. The conv=fsync workloads otherwise share this machine's virtio
+ * disk, whose flush time moves with the host (docs/performance.md, "8 writers").
+ */
+const STORE = process.env.BENCH_STORE ?? 'disk';
 const CIPHER = 'aes128-gcm@openssh.com';
 const WORKER = join(__dirname, 'worker.mjs');
 
@@ -79,7 +85,17 @@ function treeTicks(roots: number[], table = procTable()): number {
 }
 
 let cpuContext: { mount: Mount; serverPid: number } | undefined;
-const cpuLog: Record<string, { client: number; server: number }> = {};
+const cpuLog: Record<string, { client: number; server: number; ioStall: number }> = {};
+
+/** Seconds in which every runnable task on this machine waited for I/O (PSI "full"; 0 if absent). */
+function ioStallSeconds(): number {
+  try {
+    const full = readFileSync('/proc/pressure/io', 'utf8').split('\n').find((l) => l.startsWith('full'));
+    return Number(/total=(\d+)/.exec(full ?? '')?.[1] ?? 0) / 1e6;
+  } catch {
+    return 0;
+  }
+}
 
 async function timed(fn: () => Promise<void>): Promise<number> {
   const ctx = cpuContext;
@@ -88,14 +104,16 @@ async function timed(fn: () => Promise<void>): Promise<number> {
     return ctx ? { client: treeTicks(ctx.mount.clientPids(), t), server: treeTicks([ctx.serverPid], t) } : undefined;
   };
   const c0 = snap();
+  const io0 = ioStallSeconds();
   const t0 = process.hrtime.bigint();
   await fn();
   const secs = Number(process.hrtime.bigint() - t0) / 1e9;
   const c1 = snap();
   if (ctx && c0 && c1) {
-    const acc = (cpuLog[ctx.mount.name] ??= { client: 0, server: 0 });
+    const acc = (cpuLog[ctx.mount.name] ??= { client: 0, server: 0, ioStall: 0 });
     acc.client += (c1.client - c0.client) / 100;
     acc.server += (c1.server - c0.server) / 100;
+    acc.ioStall += ioStallSeconds() - io0;
   }
   return secs;
 }
@@ -238,8 +256,10 @@ async function main(): Promise<void> {
   const sshd = await startSshd();
   const daemon = new Daemon(work, sshd);
   const mounts: Mount[] = [];
+  if (STORE === 'tmpfs') sh('mount', ['-t', 'tmpfs', '-o', 'size=8g,mode=0777', 'tsfs-bench-store', sshd.storeDir]);
+  else if (STORE !== 'disk') throw new Error(`BENCH_STORE=${STORE}: use disk (the default) or tmpfs`);
   try {
-    console.log(`tsfs vs sshfs ${sh('sshfs', ['--version']).split('\n')[0]} on OpenSSH sshd 127.0.0.1:${sshd.port}`);
+    console.log(`tsfs vs sshfs ${sh('sshfs', ['--version']).split('\n')[0]} on OpenSSH sshd 127.0.0.1:${sshd.port}, store on ${STORE}`);
     console.log(`cipher ${CIPHER} for both; ssh2 native crypto binding: ${cryptoBinding}; ${ROUNDS} rounds, medians`);
     const bigFile = join(work, 'big.bin');
     await run('dd', ['if=/dev/urandom', `of=${bigFile}`, 'bs=1M', `count=${BIG_MIB}`, 'status=none']);
@@ -275,7 +295,8 @@ async function main(): Promise<void> {
           ? `${w.name}: tsfs ${(w.bytes! / a / 1e6).toFixed(1)} MB/s, sshfs ${(w.bytes! / b / 1e6).toFixed(1)} MB/s, speed ratio ${(b / a).toFixed(2)}x`
           : `${w.name}: tsfs ${a.toFixed(2)} s, sshfs ${b.toFixed(2)} s, time ratio ${(a / b).toFixed(2)} (speed ${(b / a).toFixed(2)}x)`;
       const cpu = (n: string) => `${(cpuLog[n].client / ROUNDS).toFixed(2)}/${(cpuLog[n].server / ROUNDS).toFixed(2)}`;
-      console.log(`${line}  [CPU s per run, client/sshd: tsfs ${cpu('tsfs')}, sshfs ${cpu('sshfs')}]`);
+      const io = (n: string) => (cpuLog[n].ioStall / ROUNDS).toFixed(2);
+      console.log(`${line}  [CPU s per run, client/sshd: tsfs ${cpu('tsfs')}, sshfs ${cpu('sshfs')}; I/O full stall s per run: tsfs ${io('tsfs')}, sshfs ${io('sshfs')}]`);
       results.push(line);
     }
 
@@ -310,6 +331,7 @@ async function main(): Promise<void> {
     for (const m of mounts.reverse()) await m.unmount().catch(() => undefined);
     await daemon.stop().catch(() => undefined);
     await sshd.stop();
+    if (STORE === 'tmpfs') sh('umount', [sshd.storeDir]);
     rmSync(work, { recursive: true, force: true });
     rmSync(sshd.dir, { recursive: true, force: true });
   }
