@@ -112,6 +112,46 @@ describe('fuse-native on libfuse 3', () => {
     expect((await child('stat', ['-c', '%s', join(mnt, 't')])).stdout.trim()).toBe('5');
   });
 
+  it('a name missing from a listing JS holds is ENOENT without a call to JS, and only while JS holds it', async () => {
+    const statOf = async (name: string) => {
+      getattrCalls.length = 0;
+      const r = await child('stat', ['-c', '%s', join(mnt, name)]);
+      return { found: r.code === 0 ? r.stdout.trim() : 'ENOENT', asked: getattrCalls.includes(`/${name}`) };
+    };
+    files.set('/listed', file(7));
+    const later = Fuse.monotonicNow() + 600_000;
+    // Without a listing, JS answers both.
+    expect(await statOf('nope')).toEqual({ found: 'ENOENT', asked: true });
+    fuse.listingSet('/', ['listed'], later);
+    expect(await statOf('nope')).toEqual({ found: 'ENOENT', asked: false });
+    // A listed name with no cached attributes still goes to JS.
+    expect(await statOf('listed')).toEqual({ found: '7', asked: true });
+    // libfuse's hidden names (files unlinked while open) always go to JS.
+    expect(await statOf('.fuse_hidden0001')).toEqual({ found: 'ENOENT', asked: true });
+    // A name added to the listing is no longer absent: JS answers it.
+    files.set('/nope', file(3));
+    fuse.listingName('/nope', true);
+    expect(await statOf('nope')).toEqual({ found: '3', asked: true });
+    // Removed from the listing: absent again, without JS (which would say 3).
+    fuse.listingName('/nope', false);
+    expect(await statOf('nope')).toEqual({ found: 'ENOENT', asked: false });
+    // A listing JS dropped answers nothing.
+    fuse.listingDelete('/', ['listed']);
+    expect(await statOf('nope')).toEqual({ found: '3', asked: true });
+    // Nor does one past its expiry, on the same clock as the attribute table.
+    fuse.listingSet('/', ['listed'], Fuse.monotonicNow() - 1);
+    expect(await statOf('nope')).toEqual({ found: '3', asked: true });
+    // Replaced by a fresh listing that has the name: JS answers it.
+    fuse.listingSet('/', ['listed', 'nope'], later);
+    expect(await statOf('nope')).toEqual({ found: '3', asked: true });
+    expect(await statOf('other')).toEqual({ found: 'ENOENT', asked: false });
+    // attrCacheClear drops listings with the attributes.
+    fuse.attrCacheClear();
+    expect(await statOf('other')).toEqual({ found: 'ENOENT', asked: true });
+    files.delete('/nope');
+    files.delete('/listed');
+  });
+
   it('renameat2 flags the server cannot honour get EINVAL, and mv still works through its fallback', async () => {
     files.set('/a', file(1));
     const r = await child('python3', ['-c', `
@@ -355,6 +395,9 @@ describe('fuse-native early write replies (writeBehind)', () => {
         log.push('getattr');
         return cb(0, file(4));
       },
+      // Declared, as tsfs does, so libfuse's getattrs with a handle reach the
+      // binding as fgetattr; fuse-native's JS serves those with ops.getattr.
+      fgetattr: (_p: string, _fd: number, cb: Cb) => cb(-5 /* EIO: never called */),
       open: (_p: string, _flags: number, cb: Cb) => cb(0, nextFd++),
       write: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
         const data = buf.subarray(0, len).toString();
@@ -423,6 +466,54 @@ describe('fuse-native early write replies (writeBehind)', () => {
     expect(c.out).toEqual(['written', 'closed']);
     // Same offset three times: only the order JS saw makes the file end as C.
     expect(log.filter((l) => l !== 'getattr')).toEqual(['write 0 A', 'write 0 B', 'write 0 C', 'flush', 'release']);
+  });
+
+  it('a getattr on an open file (lseek SEEK_END, libfuse after a create) is answered from the attribute table, but only after JS has taken every write queued before it', async () => {
+    // The kernel asks with the handle when it needs the size of an open file
+    // (SEEK_END under attr_timeout=0); libfuse passes that on as fgetattr,
+    // which fuse-native's JS serves with ops.getattr.
+    const seekEnd = (steps: string) =>
+      lines(spawn('python3', ['-c', `import os, sys
+def say(s):
+    sys.stdout.write(s + "\\n"); sys.stdout.flush()
+fd = os.open(${JSON.stringify(join(dir, 'f'))}, os.O_RDWR)
+${steps}
+say('end %d' % os.lseek(fd, 0, os.SEEK_END))
+os.close(fd)`], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    const asked = () => log.filter((l) => l === 'getattr').length;
+    log.length = 0;
+    f.attrCacheSet('/f', file(1234), Fuse.monotonicNow() + 600_000);
+    try {
+      const cached = seekEnd('');
+      expect(await cached.exit).toBe(0);
+      expect(cached.out).toEqual(['end 1234']);
+      expect(asked()).toBe(0);
+      // Not in the table: JS answers both the open's lookup and the seek's getattr.
+      f.attrCacheDelete('/f');
+      const missed = seekEnd('');
+      expect(await missed.exit).toBe(0);
+      expect(missed.out).toEqual(['end 4']);
+      expect(asked()).toBe(2);
+      // Behind queued writes: JS holds A, B waits in C, and the getattr waits
+      // until JS has B (tsfs drops a path's entry when it takes a write to it).
+      f.attrCacheSet('/f', file(1234), Fuse.monotonicNow() + 600_000);
+      log.length = 0;
+      let open!: () => void;
+      gate = new Promise((resolve) => (open = resolve));
+      const c = seekEnd(`os.pwrite(fd, b'A', 0)
+os.pwrite(fd, b'B', 1)
+say('written')`);
+      await c.waitFor('written');
+      expect(log.filter((l) => l.startsWith('write'))).toEqual(['write 0 A']);
+      expect(c.out).toEqual(['written']);
+      open();
+      expect(await c.exit).toBe(0);
+      expect(c.out).toEqual(['written', 'end 1234']);
+      expect(log).toEqual(['write 0 A', 'write 1 B', 'flush', 'release']);
+    } finally {
+      gate = Promise.resolve();
+      f.attrCacheDelete('/f');
+    }
   });
 
   it('a queued write JS refused fails close, and the later writes of its handle fail at once', async () => {

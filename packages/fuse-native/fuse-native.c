@@ -151,6 +151,7 @@ struct attr_table {
   struct attr_entry **buckets;
   uint32_t nbuckets;
   uint32_t count;
+  uint32_t clears; // times the table was emptied (the cap, a clear)
 };
 
 // Guards ft->attrs itself: the fuse thread frees the table when its loop
@@ -187,6 +188,7 @@ static void attr_table_clear_locked (struct attr_table *t) {
     t->buckets[i] = NULL;
   }
   t->count = 0;
+  t->clears++;
 }
 
 // Caller holds the write lock.
@@ -268,6 +270,82 @@ static void attr_table_set (struct attr_table *t, const char *path, const struct
   pthread_rwlock_wrlock(&t->lock);
   attr_table_put_locked(t, e);
   pthread_rwlock_unlock(&t->lock);
+}
+
+// Negative lookups (tsfs): a name missing from a directory listing JS holds
+// (complete, within its TTL, kept current for this mount's own creates,
+// renames and removals) does not exist, and JS answers ENOENT without a
+// round trip. Answering it here also saves the hand-off to the Node thread:
+// every file a program creates is first looked up and found missing. JS
+// mirrors each listing into the attribute table under two kinds of key: the
+// listed directory ("\1" + path, with the listing's expiry) and each name in
+// it ("\2" + full path, no expiry of its own). A name is absent here only if
+// its directory's listing is fresh and the name is not in it, which is
+// exactly JS's rule, so this table never answers ENOENT where JS would not:
+// JS adds a name here before it adds it to its own listing, and removes a
+// listing here before the names. Names left over from an older listing only
+// send a lookup to JS. libfuse's hidden names (.fuse_hidden*, files unlinked
+// while open) always go to JS, which may still reach the file by a handle.
+#define LISTED_KEY '\1'
+#define NAME_KEY '\2'
+#define NAME_NO_EXPIRY 1e300
+
+// key = kind + path[0..len)
+static int listing_key (char *key, size_t size, char kind, const char *path, size_t len) {
+  if (len + 2 > size) return 0;
+  key[0] = kind;
+  memcpy(key + 1, path, len);
+  key[len + 1] = '\0';
+  return 1;
+}
+
+// Caller holds a lock of t.
+static struct attr_entry* attr_table_find_locked (struct attr_table *t, const char *key) {
+  uint32_t h = attr_hash(key);
+  for (struct attr_entry *e = t->buckets[h & (t->nbuckets - 1)]; e != NULL; e = e->next) {
+    if (e->hash == h && strcmp(e->path, key) == 0) return e;
+  }
+  return NULL;
+}
+
+static int listing_says_absent (struct attr_table *t, const char *path) {
+  if (t == NULL || path[0] != '/') return 0;
+  const char *slash = strrchr(path, '/');
+  if (slash[1] == '\0' || strncmp(slash + 1, ".fuse_hidden", 12) == 0) return 0;
+  char dir[4098], name[4098];
+  if (!listing_key(dir, sizeof(dir), LISTED_KEY, path, slash == path ? 1 : (size_t) (slash - path))) return 0;
+  if (!listing_key(name, sizeof(name), NAME_KEY, path, strlen(path))) return 0;
+  // One read lock for both: a listing dropped between them must not leave
+  // the name looked up after it missing.
+  pthread_rwlock_rdlock(&t->lock);
+  struct attr_entry *d = attr_table_find_locked(t, dir);
+  int absent = d != NULL && d->expires > attr_now_ms() && attr_table_find_locked(t, name) == NULL;
+  pthread_rwlock_unlock(&t->lock);
+  return absent;
+}
+
+// names: the listing's names separated by '/' (no name holds one).
+// Caller holds the write lock.
+static void listing_names_locked (struct attr_table *t, const char *dir, const char *names, size_t len, int add) {
+  static const struct stat none;
+  size_t dl = strlen(dir);
+  const char *sep = (dl > 0 && dir[dl - 1] == '/') ? "" : "/";
+  char key[4098];
+  for (size_t i = 0; i < len;) {
+    const char *end = memchr(names + i, '/', len - i);
+    size_t nl = end == NULL ? len - i : (size_t) (end - (names + i));
+    if (nl > 0 && dl + strlen(sep) + nl + 2 <= sizeof(key)) {
+      int n = snprintf(key, sizeof(key), "%c%s%s%.*s", NAME_KEY, dir, sep, (int) nl, names + i);
+      if (add) {
+        struct attr_entry *e = attr_entry_new(key, "", &none, NAME_NO_EXPIRY);
+        if (e != NULL) attr_table_put_locked(t, e);
+      } else {
+        attr_table_del_locked(t, key, attr_hash(key));
+      }
+      (void) n;
+    }
+    i += nl + 1;
+  }
 }
 
 // Directory listings, kept per open directory.
@@ -843,7 +921,9 @@ FUSE_METHOD(statfs, 1, 1, (const char * path, struct statvfs *statvfs), {
 })
 
 FUSE_METHOD(getattr, 1, 1, (const char *path, struct stat *stat), {
-  if (attr_table_get(((fuse_thread_t *) fuse_get_context()->private_data)->attrs, path, stat)) return 0;
+  struct attr_table *attrs = ((fuse_thread_t *) fuse_get_context()->private_data)->attrs;
+  if (attr_table_get(attrs, path, stat)) return 0;
+  if (listing_says_absent(attrs, path)) return -ENOENT;
   l->path = path;
   l->stat = stat;
 }, {
@@ -853,7 +933,14 @@ FUSE_METHOD(getattr, 1, 1, (const char *path, struct stat *stat), {
   populate_stat(ints, l->stat);
 })
 
+// An fstat is answered from the attribute table as a stat is: JS drops a
+// path's entry when a write to it is queued and caches none while writes are
+// unanswered, so an entry here is what JS's fgetattr would answer after
+// settling the handle. libfuse asks this after every create (lookup_path
+// with the new handle), so a file made costs one hand-off less. A file
+// unlinked while open has only its hidden name, which the table never holds.
 FUSE_METHOD(fgetattr, 2, 1, (const char *path, struct stat *stat, struct fuse_file_info *info), {
+  if (path != NULL && attr_table_get(((fuse_thread_t *) fuse_get_context()->private_data)->attrs, path, stat)) return 0;
   l->path = path;
   l->stat = stat;
   l->info = info;
@@ -1907,6 +1994,54 @@ NAPI_METHOD(fuse_native_attr_delete) {
   return NULL;
 }
 
+// One change to the listings mirrored in ft's table (see "Negative lookups"):
+// - LISTING_SET: JS holds dir's complete listing until expires. The names go
+//   in first, then the directory: a lookup in between finds the older
+//   listing, if any, with more names, not fewer. If the cap empties the table
+//   meanwhile, some names are gone, so the directory stays out too.
+// - LISTING_DROP: JS no longer holds it; the directory goes first.
+// - NAMES_ADD / NAMES_REMOVE: names joined the listing JS holds, or left it.
+enum listing_change { LISTING_SET, LISTING_DROP, NAMES_ADD, NAMES_REMOVE };
+
+static void listing_change (fuse_thread_t *ft, enum listing_change c, const char *dir, const char *names, size_t len, double expires) {
+  static const struct stat none;
+  char key[4098];
+  if (!listing_key(key, sizeof(key), LISTED_KEY, dir, strlen(dir))) return;
+  int adds = c == LISTING_SET || c == NAMES_ADD;
+  struct attr_entry *e = c == LISTING_SET ? attr_entry_new(key, "", &none, expires) : NULL;
+  pthread_mutex_lock(&attr_tables_mut);
+  struct attr_table *t = ft->attrs;
+  if (t != NULL && (ft->mounted || !adds)) {
+    pthread_rwlock_wrlock(&t->lock);
+    uint32_t clears = t->clears;
+    if (c == LISTING_DROP) attr_table_del_locked(t, key, attr_hash(key));
+    listing_names_locked(t, dir, names, len, adds);
+    // Below the cap, putting the directory cannot empty the table itself.
+    if (e != NULL && t->clears == clears && t->count < ATTR_MAX_ENTRIES) {
+      attr_table_put_locked(t, e);
+      e = NULL;
+    }
+    pthread_rwlock_unlock(&t->lock);
+  }
+  pthread_mutex_unlock(&attr_tables_mut);
+  free(e);
+}
+
+// listing(thread, change, dir, namesBuffer, expiresMs): one listing_change;
+// names joined by '/' (no name holds one).
+NAPI_METHOD(fuse_native_listing) {
+  NAPI_ARGV(5)
+  NAPI_ARGV_BUFFER_CAST(fuse_thread_t *, ft, 0);
+  NAPI_ARGV_UINT32(change, 1);
+  NAPI_ARGV_UTF8(dir, 4096, 2);
+  NAPI_ARGV_BUFFER(names, 3);
+  double expires;
+  napi_get_value_double(env, argv[4], &expires);
+  if (change > NAMES_REMOVE) return NULL;
+  listing_change(ft, (enum listing_change) change, dir, names, names_len, expires);
+  return NULL;
+}
+
 // invalidate_linked(thread, exceptPath): a file with more than one name (or
 // one not known to have a single name) changed. Queue the kernel
 // invalidation of every noted multiply-linked name but exceptPath, whose
@@ -2015,6 +2150,7 @@ NAPI_INIT() {
   NAPI_EXPORT_FUNCTION(fuse_native_attr_set)
   NAPI_EXPORT_FUNCTION(fuse_native_attr_delete)
   NAPI_EXPORT_FUNCTION(fuse_native_attr_clear)
+  NAPI_EXPORT_FUNCTION(fuse_native_listing)
   NAPI_EXPORT_FUNCTION(fuse_native_invalidate_linked)
 
   NAPI_EXPORT_FUNCTION(fuse_native_signal_getattr)

@@ -78,6 +78,12 @@ declare class Fuse {
   attrCacheSet(path: string, stat: object, expiresAt: number): void;
   attrCacheDelete(path: string): void;
   attrCacheClear(): void;
+  /** The caller holds dir's complete listing until expiresAt (monotonicNow's clock): other names in dir are ENOENT without a call. */
+  listingSet(dir: string, names: string[], expiresAt: number): void;
+  /** The caller no longer holds dir's listing; names: what it held. */
+  listingDelete(dir: string, names: string[]): void;
+  /** path's name appeared in (true) or left (false) the listing held of its directory. */
+  listingName(path: string, present: boolean): void;
   /**
    * A file that may have other names changed: the kernel drops what it
    * holds for every other multiply-linked name it was given (with entry or

@@ -710,6 +710,30 @@ class Fuse extends Nanoresource {
     if (this._thread) binding.fuse_native_attr_clear(this._thread)
   }
 
+  // The caller holds dir's complete listing until expiresAt: a lookup of any
+  // other name in dir is answered ENOENT in the worker thread (fuse-native.c,
+  // "Negative lookups"). attrCacheClear drops listings too.
+  listingSet (dir, names, expiresAt) {
+    this._listing(0, dir, names, expiresAt)
+  }
+
+  // The caller no longer holds dir's listing (names: what it held).
+  listingDelete (dir, names) {
+    this._listing(1, dir, names, 0)
+  }
+
+  // path's name joined (true) or left (false) its directory's listing.
+  listingName (path, present) {
+    const i = path.lastIndexOf('/')
+    if (i < 0 || i === path.length - 1) return
+    this._listing(present ? 2 : 3, i === 0 ? '/' : path.slice(0, i), [path.slice(i + 1)], 0)
+  }
+
+  // change: LISTING_SET, LISTING_DROP, NAMES_ADD, NAMES_REMOVE (fuse-native.c).
+  _listing (change, dir, names, expiresAt) {
+    if (this._thread) binding.fuse_native_listing(this._thread, change, dir, Buffer.from(names.join('/')), expiresAt)
+  }
+
   // A file with more than one name, or one not known to have only one,
   // changed: the kernel forgets the attributes and pages it holds for every
   // other multiply-linked name (fuse-native.c, "Hard links"). Replies that

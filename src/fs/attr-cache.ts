@@ -54,6 +54,16 @@ export interface AttrMirror {
    * name): the kernel must forget what it holds for the other names.
    */
   linkedChanged?(except?: string): void;
+  /**
+   * Listings, so that a lookup of a name missing from a fresh one is
+   * answered without this thread (fuse-native's "Negative lookups"). The
+   * mirror must never hold a listing this cache has dropped, nor lack a name
+   * this cache's listing has: it is told of a new name before the listing
+   * here takes it, and of a dropped listing with the names it held.
+   */
+  listingSet?(dir: string, names: string[], expiresAt: number): void;
+  listingDelete?(dir: string, names: string[]): void;
+  listingName?(path: string, present: boolean): void;
 }
 
 export interface CacheLimits {
@@ -153,8 +163,10 @@ export class AttrCache {
       ttl,
       ttlResolution: 0,
       perf,
-      disposeAfter: (_v, k, reason) => {
-        if (reason !== 'set') this.unindex(k);
+      disposeAfter: (v, k, reason) => {
+        if (reason === 'set') return; // replaced: setListing mirrors the new one
+        this.unindex(k);
+        if (!this.clearing) this.mirror?.listingDelete?.(k, [...v.names]);
       },
     });
   }
@@ -253,18 +265,14 @@ export class AttrCache {
   /** A directory this mount has just made: empty, so lookups of new names in it need no round trip. */
   putEmptyDir(dir: string): void {
     if (!this.enabled) return;
-    this.listings.set(dir, { names: new Set(), expires: this.now() + this.ttlMs });
-    this.index(dir);
+    this.setListing(dir, new Set(), this.now() + this.ttlMs);
   }
 
   putListing(dir: string, entries: { name: string; attrs: RemoteAttrs }[], since: number): void {
     if (!this.enabled) return;
     const expires = this.now() + this.ttlMs;
     // The names stand unless a name was added or removed here since (which changed() the directory).
-    if (this.unchanged(dir, since)) {
-      this.listings.set(dir, { names: new Set(entries.map((e) => e.name)), expires });
-      if (this.listings.has(dir)) this.index(dir);
-    }
+    if (this.unchanged(dir, since)) this.setListing(dir, new Set(entries.map((e) => e.name)), expires);
     const prefix = dir === '/' ? '/' : `${dir}/`;
     for (const e of entries) {
       const p = prefix + e.name;
@@ -328,7 +336,10 @@ export class AttrCache {
     this.attrs.delete(path);
     const dir = posix.dirname(path);
     const d = createdAt === undefined ? undefined : this.attrs.get(dir);
-    this.changedDir(path, (names, base) => names.add(base));
+    this.changedDir(path, (names, base) => {
+      this.mirror?.listingName?.(path, true); // the mirror first: it may lack no name the listing has
+      names.add(base);
+    });
     if (d && d.expires > this.now()) this.setAttr(dir, { ...d.attrs, mtime: Math.max(d.attrs.mtime, createdAt!) }, d.expires);
   }
 
@@ -337,7 +348,10 @@ export class AttrCache {
     this.changed(path);
     this.attrs.delete(path);
     this.dropTree(path);
-    this.changedDir(path, (names, base) => names.delete(base));
+    this.changedDir(path, (names, base) => {
+      names.delete(base);
+      this.mirror?.listingName?.(path, false);
+    });
   }
 
   clear(): void {
@@ -364,6 +378,20 @@ export class AttrCache {
     else if (this.linked.size > 0) this.linked.delete(path);
     this.index(path, dir);
     this.mirror?.set(path, attrs, expires);
+  }
+
+  private setListing(dir: string, names: Set<string>, expires: number): void {
+    const old = this.listings.peek(dir, { allowStale: true });
+    this.listings.set(dir, { names, expires });
+    if (!this.listings.has(dir)) return;
+    this.index(dir);
+    this.mirror?.listingSet?.(dir, [...names], expires);
+    // Names the older listing had and this one lacks: out of the mirror too,
+    // where they would only send their lookups here.
+    if (old && this.mirror?.listingName) {
+      const prefix = dir === '/' ? '/' : `${dir}/`;
+      for (const n of old.names) if (!names.has(n)) this.mirror.listingName(prefix + n, false);
+    }
   }
 
   private changedDir(path: string, f: (names: Set<string>, base: string) => void): void {

@@ -143,6 +143,10 @@ export async function mountSftpFs(opts: FsOptions): Promise<MountedFs> {
       delete: (p) => fuse.attrCacheDelete(p),
       clear: () => fuse.attrCacheClear(),
       linkedChanged: (except) => void fuse.invalidateLinked(except),
+      // And the listings: a lookup of a name missing from one is ENOENT there.
+      listingSet: (dir, names, expiresAt) => fuse.listingSet(dir, names, expiresAt),
+      listingDelete: (dir, names) => fuse.listingDelete(dir, names),
+      listingName: (p, present) => fuse.listingName(p, present),
     });
     await promisify((cb) => fuse.mount(cb));
   } catch (e) {

@@ -1,5 +1,6 @@
 // The metadata cache without a server: a fake clock for expiry, a recording
 // mirror standing in for fuse-native's C table.
+import fc from 'fast-check';
 import { describe, expect, it, vi } from 'vitest';
 import { AttrCache, type AttrMirror, type RemoteAttrs } from '../../src/fs/attr-cache';
 
@@ -177,5 +178,81 @@ describe('AttrCache', () => {
     } finally {
       vi.useRealTimers();
     }
+  });
+
+  it('the mirror never answers ENOENT for a name this cache would not call absent, whatever the order of listings, changes, evictions and time', () => {
+    // The C table's rule (fuse-native.c, "Negative lookups"), on what the
+    // mirror was told: a name with fresh attributes is there; otherwise it is
+    // absent if its directory's listing is fresh and the name is not among
+    // those given for it.
+    const names = ['a', 'b', 'c', '.fuse_hidden1'];
+    const dirs = ['/', '/d', '/d/e', '/x'];
+    const paths = dirs.flatMap((d) => names.map((n) => (d === '/' ? `/${n}` : `${d}/${n}`)));
+    const step = fc.oneof(
+      fc.record({ op: fc.constant('listing' as const), dir: fc.constantFrom(...dirs), names: fc.subarray(names), racing: fc.boolean() }),
+      fc.record({ op: fc.constant('empty' as const), dir: fc.constantFrom(...dirs) }),
+      fc.record({ op: fc.constantFrom('added' as const, 'removed' as const, 'invalidate' as const), path: fc.constantFrom(...paths, ...dirs.slice(1)) }),
+      fc.record({ op: fc.constant('renamed' as const), src: fc.constantFrom(...paths, ...dirs.slice(1)), dst: fc.constantFrom(...paths, ...dirs.slice(1)) }),
+      fc.record({ op: fc.constant('clear' as const) }),
+      fc.record({ op: fc.constant('advance' as const), ms: fc.integer({ min: 0, max: 30_000 }) }),
+    );
+    fc.assert(
+      fc.property(fc.array(step, { maxLength: 60 }), fc.integer({ min: 1, max: 3 }), (steps, maxListings) => {
+        let t = 1_000;
+        const listed = new Map<string, number>();
+        const present = new Set<string>();
+        const attrs = new Map<string, number>();
+        const under = (dir: string, n: string) => (dir === '/' ? `/${n}` : `${dir}/${n}`);
+        const mirror: AttrMirror = {
+          set: (p, _a, expiresAt) => attrs.set(p, expiresAt),
+          delete: (p) => attrs.delete(p),
+          clear: () => {
+            attrs.clear();
+            listed.clear();
+            present.clear();
+          },
+          listingSet: (dir, ns, expiresAt) => {
+            for (const n of ns) present.add(under(dir, n));
+            listed.set(dir, expiresAt);
+          },
+          listingDelete: (dir, ns) => {
+            listed.delete(dir);
+            for (const n of ns) present.delete(under(dir, n));
+          },
+          listingName: (p, isIn) => (isIn ? present.add(p) : present.delete(p)),
+        };
+        // Few listings kept, so evictions happen too.
+        const cache = new AttrCache(20_000, { now: () => t, limits: { attrEntries: 100, attrBytes: 1 << 20, listings: maxListings, listingBytes: 1 << 20 } });
+        cache.mirrorTo(mirror);
+        const mirrorSaysAbsent = (p: string) => {
+          const slash = p.lastIndexOf('/');
+          const d = slash === 0 ? '/' : p.slice(0, slash);
+          const exp = listed.get(d);
+          if ((attrs.get(p) ?? 0) > t) return false;
+          return !p.slice(slash + 1).startsWith('.fuse_hidden') && exp !== undefined && exp > t && !present.has(p);
+        };
+        for (const s of steps) {
+          switch (s.op) {
+            case 'listing': {
+              const since = cache.beginFetch();
+              // A change racing the READDIR: the listing must not be kept.
+              if (s.racing) cache.added(under(s.dir, 'c'));
+              cache.putListing(s.dir, s.names.map((n) => ({ name: n, attrs: file(1) })), since);
+              cache.endFetch();
+              break;
+            }
+            case 'empty': cache.putEmptyDir(s.dir); break;
+            case 'added': cache.added(s.path); break;
+            case 'removed': cache.removed(s.path); break;
+            case 'invalidate': cache.invalidate(s.path); break;
+            case 'renamed': if (s.src !== s.dst) cache.renamed(s.src, s.dst); break;
+            case 'clear': cache.clear(); break;
+            case 'advance': t += s.ms; break;
+          }
+          for (const p of paths) if (mirrorSaysAbsent(p)) expect(cache.lookup(p).kind, `${p} after ${JSON.stringify(s)}`).toBe('absent');
+        }
+      }),
+      { numRuns: 500 },
+    );
   });
 });
