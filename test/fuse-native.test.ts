@@ -32,6 +32,27 @@ function child(cmd: string, args: string[], as?: { uid: number; gid: number }): 
   });
 }
 
+/** A child's stdout as lines, as they come. */
+function lines(c: ReturnType<typeof spawn>): { out: string[]; waitFor: (line: string) => Promise<void>; exit: Promise<number> } {
+  const out: string[] = [];
+  let buf = '';
+  const waiters: { line: string; wake: () => void }[] = [];
+  c.stdout!.on('data', (d) => {
+    buf += d;
+    const parts = buf.split('\n');
+    buf = parts.pop()!;
+    out.push(...parts);
+    for (const w of waiters.filter((x) => out.includes(x.line))) w.wake();
+  });
+  const exit = new Promise<number>((resolve) => c.on('exit', (code) => resolve(code ?? -1)));
+  const waitFor = (line: string) =>
+    out.includes(line) ? Promise.resolve() : new Promise<void>((wake, reject) => {
+      waiters.push({ line, wake });
+      void exit.then(() => (out.includes(line) ? wake() : reject(new Error(`child exited without printing ${line}: ${out.join(' | ')}`))));
+    });
+  return { out, waitFor, exit };
+}
+
 /** Mount `ops` at a new directory under the temp dir (a test filesystem of this file). */
 async function mountAt(prefix: string, ops: Record<string, unknown>, opts: Fuse.FuseOpts): Promise<{ dir: string; fuse: Fuse }> {
   const dir = mkdtempSync(join(tmpdir(), prefix));
@@ -432,25 +453,7 @@ describe('fuse-native early write replies (writeBehind)', () => {
     return spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'pipe'] });
   }
 
-  function lines(c: ReturnType<typeof spawn>): { out: string[]; waitFor: (line: string) => Promise<void>; exit: Promise<number> } {
-    const out: string[] = [];
-    let buf = '';
-    const waiters: { line: string; wake: () => void }[] = [];
-    c.stdout!.on('data', (d) => {
-      buf += d;
-      const parts = buf.split('\n');
-      buf = parts.pop()!;
-      out.push(...parts);
-      for (const w of waiters.filter((x) => out.includes(x.line))) w.wake();
-    });
-    const exit = new Promise<number>((resolve) => c.on('exit', (code) => resolve(code ?? -1)));
-    const waitFor = (line: string) =>
-      out.includes(line) ? Promise.resolve() : new Promise<void>((wake, reject) => {
-        waiters.push({ line, wake });
-        void exit.then(() => (out.includes(line) ? wake() : reject(new Error(`child exited without printing ${line}: ${out.join(' | ')}`))));
-      });
-    return { out, waitFor, exit };
-  }
+
 
   it('write(2) returns while JS still holds an earlier write; JS gets every write in order, and close waits for them', async () => {
     log.length = 0;
@@ -569,6 +572,85 @@ say('written')`);
     } finally {
       Fuse.setWriteBehindBudget(0);
       for (const g of gates) g();
+      gate = Promise.resolve();
+    }
+  });
+});
+
+describe('fuse-native early write replies beside hard-linked names', () => {
+  let dir: string;
+  let f: Fuse;
+  const log: string[] = [];
+  let gate: Promise<void> = Promise.resolve();
+  const names = new Map<string, Stat>();
+
+  beforeAll(async () => {
+    const ops = {
+      getattr: (p: string, cb: Cb) => {
+        if (p === '/') return cb(0, ROOT);
+        const st = names.get(p);
+        return st ? cb(0, st) : cb(-2);
+      },
+      open: (_p: string, _flags: number, cb: Cb) => cb(0, 1),
+      truncate: (p: string, size: number, cb: Cb) => {
+        const st = names.get(p);
+        if (!st) return cb(-2);
+        st.size = size;
+        return cb(0);
+      },
+      write: (_p: string, _fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => {
+        log.push(`write ${pos} ${buf.subarray(0, len).toString()}`);
+        void gate.then(() => cb(len));
+      },
+      flush: (_p: string, _fd: number, cb: Cb) => cb(0),
+      release: (_p: string, _fd: number, cb: Cb) => cb(0),
+    };
+    ({ dir, fuse: f } = await mountAt('tsfs-fn-links-wb-', ops, {
+      writeBehind: 1 << 20,
+      extraOptions: ['attr_timeout=30', 'entry_timeout=30', 'subtype=tsfs-test'],
+    }));
+  });
+
+  afterAll(() => unmountAt(dir, f));
+
+  it('writes go synchronously while a hard-linked name is noted, and are answered early again once its invalidation is delivered', async () => {
+    const shared = { ...file(1), nlink: 2 };
+    names.set('/a', shared);
+    names.set('/b', shared);
+    names.set('/f', file(0));
+    // The kernel now holds b's attributes (nlink 2) for 30 s: the binding notes b.
+    expect((await child('stat', ['-c', '%h', join(dir, 'b')])).stdout.trim()).toBe('2');
+    const writer = () =>
+      lines(spawn(process.execPath, ['-e', `const fs = require('fs'); const fd = fs.openSync(${JSON.stringify(join(dir, 'f'))}, 'r+');
+        fs.writeSync(fd, 'A', 0); fs.writeSync(fd, 'B', 1); fs.writeSync(1, 'written\\n'); fs.closeSync(fd);`], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    let open!: () => void;
+    try {
+      // Noted: write A waits for JS, which holds it.
+      log.length = 0;
+      gate = new Promise((resolve) => (open = resolve));
+      const held = writer();
+      while (log.length === 0) await new Promise((r) => setTimeout(r, 10));
+      expect(log).toEqual(['write 0 A']);
+      expect(held.out).toEqual([]);
+      open();
+      expect(await held.exit).toBe(0);
+      expect(log).toEqual(['write 0 A', 'write 1 B']);
+      // A change to a file that may have other names: b is invalidated in the
+      // kernel and no longer noted. truncate's reply waits for the delivery.
+      expect(f.invalidateLinked('/f')).toBe(1);
+      expect((await child('truncate', ['-s', '0', join(dir, 'f')])).code).toBe(0);
+      // Now both writes are answered while JS still holds the first.
+      log.length = 0;
+      gate = new Promise((resolve) => (open = resolve));
+      const early = writer();
+      await early.waitFor('written');
+      while (log.length === 0) await new Promise((r) => setTimeout(r, 10));
+      expect(log).toEqual(['write 0 A']);
+      open();
+      expect(await early.exit).toBe(0);
+      expect(log).toEqual(['write 0 A', 'write 1 B']);
+    } finally {
+      open?.();
       gate = Promise.resolve();
     }
   });

@@ -789,9 +789,28 @@ static void links_note (fuse_thread_t *ft, const char *path, const struct stat *
 }
 
 // Some name of this mount may have other names whose attributes the
-// kernel holds (see "Early write replies").
+// kernel holds (see "Early write replies"): a note in the links table not
+// yet expired, or an invalidation queued and not yet delivered. Once
+// invalidate_linked has emptied the table and its invalidations are
+// delivered, writes are answered early again; they used to stay
+// synchronous until the last note's expiry, so every write for 2 s after a
+// walk of a hard-linked tree crossed to JS.
 static int links_noted (fuse_thread_t *ft) {
-  return attr_now_ms() < (double) __atomic_load_n(&ft->links_until_ms, __ATOMIC_RELAXED);
+  if (attr_now_ms() >= (double) __atomic_load_n(&ft->links_until_ms, __ATOMIC_RELAXED)) return 0;
+  struct attr_table *t = ft->links;
+  struct links_notifier *n = ft->notifier;
+  if (t == NULL || n == NULL) return 1;
+  // The table's lock first, as invalidate_linked takes them: it empties the
+  // table and queues the invalidations under this lock.
+  pthread_rwlock_rdlock(&t->lock);
+  int noted = t->count > 0;
+  if (!noted) {
+    pthread_mutex_lock(&n->mut);
+    noted = n->delivered < n->queued;
+    pthread_mutex_unlock(&n->mut);
+  }
+  pthread_rwlock_unlock(&t->lock);
+  return noted;
 }
 
 // src was renamed to dest: the kernel moved its inodes (and those under it)
@@ -2077,7 +2096,8 @@ NAPI_METHOD(fuse_native_invalidate_linked) {
         free(e);
       }
     }
-    pthread_rwlock_unlock(&t->lock);
+    // Queued before the table's lock is let go: links_noted never sees the
+    // table emptied and the invalidations not yet pending.
     if (list != NULL) {
       pthread_mutex_lock(&n->mut);
       tail->next = n->head;
@@ -2090,6 +2110,7 @@ NAPI_METHOD(fuse_native_invalidate_linked) {
       pthread_cond_signal(&n->wake);
       pthread_mutex_unlock(&n->mut);
     }
+    pthread_rwlock_unlock(&t->lock);
   }
   pthread_mutex_unlock(&attr_tables_mut);
   napi_value res;
