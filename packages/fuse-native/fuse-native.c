@@ -282,9 +282,9 @@ static void attr_table_set (struct attr_table *t, const char *path, const struct
 // it ("\2" + full path, no expiry of its own). A name is absent here only if
 // its directory's listing is fresh and the name is not in it, which is
 // exactly JS's rule, so this table never answers ENOENT where JS would not:
-// JS adds a name here before it adds it to its own listing, and removes a
-// listing here before the names. Names left over from an older listing only
-// send a lookup to JS. libfuse's hidden names (.fuse_hidden*, files unlinked
+// JS adds a name here before its own listing takes it, and a dropped
+// listing's directory goes before its names. Names left over from an older
+// listing only send a lookup to JS. libfuse's hidden names (.fuse_hidden*, files unlinked
 // while open) always go to JS, which may still reach the file by a handle.
 #define LISTED_KEY '\1'
 #define NAME_KEY '\2'
@@ -335,14 +335,13 @@ static void listing_names_locked (struct attr_table *t, const char *dir, const c
     const char *end = memchr(names + i, '/', len - i);
     size_t nl = end == NULL ? len - i : (size_t) (end - (names + i));
     if (nl > 0 && dl + strlen(sep) + nl + 2 <= sizeof(key)) {
-      int n = snprintf(key, sizeof(key), "%c%s%s%.*s", NAME_KEY, dir, sep, (int) nl, names + i);
+      snprintf(key, sizeof(key), "%c%s%s%.*s", NAME_KEY, dir, sep, (int) nl, names + i);
       if (add) {
         struct attr_entry *e = attr_entry_new(key, "", &none, NAME_NO_EXPIRY);
         if (e != NULL) attr_table_put_locked(t, e);
       } else {
         attr_table_del_locked(t, key, attr_hash(key));
       }
-      (void) n;
     }
     i += nl + 1;
   }
