@@ -225,17 +225,21 @@ static void attr_table_del_locked (struct attr_table *t, const char *path, uint3
   }
 }
 
+// Caller holds a lock of t.
+static struct attr_entry* attr_table_find_locked (struct attr_table *t, const char *key) {
+  uint32_t h = attr_hash(key);
+  for (struct attr_entry *e = t->buckets[h & (t->nbuckets - 1)]; e != NULL; e = e->next) {
+    if (e->hash == h && strcmp(e->path, key) == 0) return e;
+  }
+  return NULL;
+}
+
 static int attr_table_get (struct attr_table *t, const char *path, struct stat *st) {
   if (t == NULL) return 0;
-  uint32_t h = attr_hash(path);
-  int hit = 0;
   pthread_rwlock_rdlock(&t->lock);
-  for (struct attr_entry *e = t->buckets[h & (t->nbuckets - 1)]; e != NULL; e = e->next) {
-    if (e->hash == h && strcmp(e->path, path) == 0) {
-      if (e->expires > attr_now_ms()) { *st = e->st; hit = 1; }
-      break;
-    }
-  }
+  struct attr_entry *e = attr_table_find_locked(t, path);
+  int hit = e != NULL && e->expires > attr_now_ms();
+  if (hit) *st = e->st;
   pthread_rwlock_unlock(&t->lock);
   return hit;
 }
@@ -297,15 +301,6 @@ static int listing_key (char *key, size_t size, char kind, const char *path, siz
   memcpy(key + 1, path, len);
   key[len + 1] = '\0';
   return 1;
-}
-
-// Caller holds a lock of t.
-static struct attr_entry* attr_table_find_locked (struct attr_table *t, const char *key) {
-  uint32_t h = attr_hash(key);
-  for (struct attr_entry *e = t->buckets[h & (t->nbuckets - 1)]; e != NULL; e = e->next) {
-    if (e->hash == h && strcmp(e->path, key) == 0) return e;
-  }
-  return NULL;
 }
 
 static int listing_says_absent (struct attr_table *t, const char *path) {
