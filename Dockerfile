@@ -55,6 +55,9 @@ COPY --from=build /app/packages/fuse-native/package.json /app/packages/fuse-nati
 COPY --from=build /app/packages/fuse-native/build/Release/fuse.node /app/packages/fuse-native/build/Release/fuse.node
 COPY --from=build /app/dist /app/dist
 ENV NODE_ENV=production
+# One malloc arena for all threads: src/node-flags.ts (DAEMON_ENV; config.json's
+# env has it too, for the managed plugin).
+ENV MALLOC_ARENA_MAX=1
 # The daemon handles SIGTERM (unmounts, saves state) and reaps its children.
 # The node flags: src/node-flags.ts (config.json's entrypoint has the same).
 CMD ["node", "--initial-old-space-size=64", "/app/dist/main.js"]

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startSshd, type Sshd } from '../test/helpers/sshd';
 import { pluginCall } from '../test/helpers/daemon';
-import { DAEMON_NODE_FLAGS } from '../src/node-flags';
+import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../src/node-flags';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const BIG_MIB = Number(process.env.BENCH_BIG_MIB ?? 512);
@@ -151,6 +151,7 @@ class Daemon {
     this.proc = spawn(process.execPath, [...DAEMON_NODE_FLAGS, ...DAEMON_NODE_ARGS, join(__dirname, '..', 'dist', 'main.js')], {
       env: {
         ...process.env,
+        ...DAEMON_ENV,
         TSFS_SOCKET: this.socket,
         TSFS_STATE_DIR: join(this.root, 'state'),
         TSFS_MOUNT_ROOT: join(this.root, 'volumes'),

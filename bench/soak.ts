@@ -15,7 +15,7 @@ import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { open, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { DAEMON_NODE_FLAGS } from '../src/node-flags';
+import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../src/node-flags';
 import { pluginCall } from '../test/helpers/daemon';
 import { startProxy } from '../test/helpers/proxy';
 import { removeSshdDir, startSshd } from '../test/helpers/sshd';
@@ -51,7 +51,7 @@ async function main(): Promise<void> {
   const socket = join(dir, 'run', 'tsfs.sock');
   mkdirSync(join(dir, 'ssh'), { recursive: true });
   const daemon: ChildProcess = spawn(process.execPath, [...DAEMON_NODE_FLAGS, join(REPO, 'dist', 'main.js')], {
-    env: { PATH: process.env.PATH, TSFS_SOCKET: socket, TSFS_STATE_DIR: join(dir, 'state'), TSFS_MOUNT_ROOT: join(dir, 'volumes'), TSFS_SSH_DIR: join(dir, 'ssh'), LOG_LEVEL: process.env.SOAK_LOG_LEVEL ?? 'info' },
+    env: { ...DAEMON_ENV, PATH: process.env.PATH, TSFS_SOCKET: socket, TSFS_STATE_DIR: join(dir, 'state'), TSFS_MOUNT_ROOT: join(dir, 'volumes'), TSFS_SSH_DIR: join(dir, 'ssh'), LOG_LEVEL: process.env.SOAK_LOG_LEVEL ?? 'info' },
     stdio: ['ignore', openSync(DAEMON_LOG, 'w'), 'inherit'],
   });
   const call = (endpoint: string, body: unknown) => pluginCall(socket, endpoint.replace(/^\//, ''), body);

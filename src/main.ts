@@ -1,5 +1,5 @@
-// Entrypoint: `node --initial-old-space-size=64 dist/main.js` (why that
-// flag: node-flags.ts). The socket listens first (dockerd gives a plugin about
+// Entrypoint: `MALLOC_ARENA_MAX=1 node --initial-old-space-size=64
+// dist/main.js` (why that setting and flag: node-flags.ts). The socket listens first (dockerd gives a plugin about
 // 10 s to answer Plugin.Activate); remounting volumes that were in use happens
 // in the background afterwards.
 import { readFileSync } from 'node:fs';
@@ -14,7 +14,7 @@ import type { VolumeDriver } from './api/protocol';
 import { Driver, StateDirBusyDriver } from './driver';
 import type { MountFs } from './fs/index';
 import { makeLogger } from './log';
-import { DAEMON_NODE_FLAGS, missingNodeFlags } from './node-flags';
+import { DAEMON_NODE_FLAGS, missingDaemonEnv, missingNodeFlags } from './node-flags';
 import { StateStore } from './state';
 
 export interface Daemon {
@@ -122,6 +122,10 @@ export async function main(mountFs: MountFs = lazyMountSftpFs): Promise<void> {
   const missing = missingNodeFlags();
   if (missing.length > 0) {
     log.warn({ missing, expected: `node ${DAEMON_NODE_FLAGS.join(' ')} dist/main.js` }, 'started without the node flags tsfs needs: reads and writes may run at half speed (V8 mark-compact storms)');
+  }
+  const missingEnv = missingDaemonEnv();
+  if (missingEnv.length > 0) {
+    log.warn({ missing: missingEnv }, `started without ${missingEnv.join(' ')} in the environment: memory with many busy volumes grows by tens of MiB (set it where the daemon is launched)`);
   }
   let daemon: Daemon;
   try {

@@ -1,4 +1,5 @@
-// Node/V8 flags the daemon must be started with: `node <DAEMON_NODE_FLAGS> dist/main.js`.
+// Node/V8 flags the daemon must be started with: `node <DAEMON_NODE_FLAGS> dist/main.js`,
+// and the environment it must be started in (DAEMON_ENV, below).
 // They size the heap, which V8 sets up before any of our code runs: a
 // v8.setFlagsFromString() from main.ts comes too late (checked: the limits do
 // not change) and NODE_OPTIONS refuses them. So every launcher passes them:
@@ -46,4 +47,23 @@ export const DAEMON_NODE_FLAGS: readonly string[] = ['--initial-old-space-size=6
 /** The flags this process was started without (they must come before the script, as node options). */
 export function missingNodeFlags(execArgv: readonly string[] = process.execArgv): string[] {
   return DAEMON_NODE_FLAGS.filter((f) => !execArgv.includes(f));
+}
+
+// MALLOC_ARENA_MAX=1: every thread allocates from glibc's one main arena.
+// By default each thread that mallocs gets an arena of its own (up to 8 per
+// core), and libfuse's workers (up to 64 per mount, about 3 per busy one)
+// malloc their 1 MiB request buffers and the binding's early-reply copies in
+// theirs. A copy freed later stays in its arena as a hole that only the
+// periodic trim (src/fs/memory.ts) returns: with 8 busy volumes the worker
+// arenas held four times what was in use in them (malloc_stats). One arena
+// lowers that peak, with no throughput cost measured: a worker mallocs once
+// per write, so it rarely waits on the main thread's lock (figures in
+// docs/performance.md, "One malloc arena"). glibc reads it once, at start, so it must be in the environment
+// the process starts with; mallopt(M_ARENA_MAX) from the binding would come
+// after Node's own threads made theirs.
+export const DAEMON_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '1' };
+
+/** The DAEMON_ENV settings this process was started without. */
+export function missingDaemonEnv(env: NodeJS.ProcessEnv = process.env): string[] {
+  return Object.entries(DAEMON_ENV).filter(([k, v]) => env[k] !== v).map(([k, v]) => `${k}=${v}`);
 }

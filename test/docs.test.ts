@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config';
-import { DAEMON_NODE_FLAGS } from '../src/node-flags';
+import { DAEMON_ENV, DAEMON_NODE_FLAGS, missingDaemonEnv } from '../src/node-flags';
 import { parseOptions } from '../src/options';
 
 const REPO = join(__dirname, '..');
@@ -64,11 +64,24 @@ describe('docs/examples', () => {
   });
 });
 
-describe('node flags (src/node-flags.ts): every shipped launcher passes them', () => {
+describe('node flags and environment (src/node-flags.ts): every shipped launcher passes them', () => {
+  const settings = Object.entries(DAEMON_ENV).map(([k, v]) => `${k}=${v}`);
+
   it('the Dockerfile\'s CMD and package.json\'s start script', () => {
     const cmd = read('Dockerfile').match(/^CMD (\[.*\])$/m);
     expect(JSON.parse(cmd![1])).toEqual(['node', ...DAEMON_NODE_FLAGS, '/app/dist/main.js']);
-    expect(json('package.json').scripts.start).toBe(['node', ...DAEMON_NODE_FLAGS, 'dist/main.js'].join(' '));
+    for (const s of settings) expect(read('Dockerfile')).toMatch(new RegExp(`^ENV ${s}$`, 'm'));
+    expect(json('package.json').scripts.start).toBe([...settings, 'node', ...DAEMON_NODE_FLAGS, 'dist/main.js'].join(' '));
+  });
+
+  it('config.json\'s env, fixed (not settable): the managed plugin does not see the image\'s ENV', () => {
+    const fixed = json('config.json').env.filter((e: { settable?: string[] }) => !e.settable);
+    expect(fixed.map((e: { name: string; value: string }) => `${e.name}=${e.value}`)).toEqual(settings);
+  });
+
+  it('a daemon started without them says what is missing', () => {
+    expect(missingDaemonEnv({})).toEqual(settings);
+    expect(missingDaemonEnv({ ...DAEMON_ENV })).toEqual([]);
   });
 });
 
@@ -99,7 +112,8 @@ describe('config.json (the managed plugin)', () => {
   });
 
   it('has settable LOG_LEVEL, LOG_FORMAT and DEBUG whose defaults the daemon accepts', () => {
-    const env = Object.fromEntries(cfg.env.map((e: { name: string; value: string; settable: string[] }) => {
+    const settable = cfg.env.filter((e: { settable?: string[] }) => e.settable);
+    const env = Object.fromEntries(settable.map((e: { name: string; value: string; settable: string[] }) => {
       expect(e.settable).toEqual(['value']);
       return [e.name, e.value];
     }));

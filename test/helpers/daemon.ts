@@ -8,7 +8,7 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { UNHANDLED_REJECTION } from '../../src/main';
-import { DAEMON_NODE_FLAGS } from '../../src/node-flags';
+import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../../src/node-flags';
 
 const REPO = resolve(__dirname, '../..');
 
@@ -132,6 +132,7 @@ export async function startDaemon(o: DaemonOptions = {}): Promise<DaemonProc> {
   const start = Date.now();
   const proc = spawn(process.execPath, [...DAEMON_NODE_FLAGS, entry], {
     env: {
+      ...DAEMON_ENV,
       PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
       TSFS_SOCKET: socket,
       TSFS_STATE_DIR: stateDir,
