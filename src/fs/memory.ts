@@ -34,10 +34,13 @@ export function keepMemoryTrimmed(): void {
  * the daemon's memory grew with the number of busy volumes: 1.5-1.8 GiB
  * resident with 256 volumes writing at once (docs/scaling.md). Past these
  * budgets a write waits (unanswered WRITEs) or is answered from JS instead
- * of early (copies). 32 MiB each leaves 8 busy volumes their full windows.
+ * of early (copies). 8 MiB each: 8 busy volumes then get 1 MiB of each
+ * rather than their full 2, and wrote as fast together as with 32 MiB (the
+ * server, not the window, sets their pace), while the daemon held less
+ * (docs/performance.md, "One malloc arena").
  */
-export const WRITES_UNANSWERED_BUDGET = 32 * 1024 * 1024;
-export const EARLY_REPLY_COPIES_BUDGET = 32 * 1024 * 1024;
+export const WRITES_UNANSWERED_BUDGET = 8 * 1024 * 1024;
+export const EARLY_REPLY_COPIES_BUDGET = 8 * 1024 * 1024;
 
 let writes: ByteBudget | undefined;
 
