@@ -149,9 +149,10 @@ class Daemon {
   }
   async start(): Promise<void> {
     this.proc = spawn(process.execPath, [...DAEMON_NODE_FLAGS, ...DAEMON_NODE_ARGS, join(__dirname, '..', 'dist', 'main.js')], {
+      // DAEMON_ENV first: a setting in the bench's own environment wins, to measure it.
       env: {
-        ...process.env,
         ...DAEMON_ENV,
+        ...process.env,
         TSFS_SOCKET: this.socket,
         TSFS_STATE_DIR: join(this.root, 'state'),
         TSFS_MOUNT_ROOT: join(this.root, 'volumes'),
