@@ -228,6 +228,25 @@ describe('reserve: the in-flight byte cap', () => {
     for (const s of sessions) s.close();
   });
 
+  it('a charge above the bytes counts against the window, the bytes alone against the shared budget', async () => {
+    const budget = new ByteBudget(1000);
+    const { s } = await connected({ maxInFlight: 100, budget });
+    await s.reserve(4, 40);
+    await s.reserve(4, 40);
+    let third = false;
+    const p = s.reserve(4, 40).then(() => (third = true));
+    await new Promise((r) => setImmediate(r));
+    // 12 bytes would fit the window; three charges of 40 do not.
+    expect({ third, held: budget.held }).toEqual({ third: false, held: 8 });
+    s.release(4, 40);
+    await p;
+    expect({ third, held: budget.held }).toEqual({ third: true, held: 8 });
+    s.release(4, 40);
+    s.release(4, 40);
+    expect(budget.held).toBe(0);
+    s.close();
+  });
+
   it('a single write larger than the cap goes through once nothing else is in flight', async () => {
     const { s } = await connected({ maxInFlight: 100 });
     await s.reserve(10);

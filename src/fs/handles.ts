@@ -2,7 +2,7 @@
 // reaches the same file), its write pipeline (write-pipeline.ts) and
 // sequential readahead.
 import type { SFTPWrapper } from 'ssh2';
-import { sftpCall, type Channels, type SftpSession } from '../sftp/session';
+import { MIN_WRITE_CHARGE, sftpCall, type Channels, type SftpSession } from '../sftp/session';
 import type { RemoteAttrs } from './attr-cache';
 import { Errno, FsError, errnoOf, isGenericFailure } from './errno';
 import { WritePipeline } from './write-pipeline';
@@ -205,12 +205,15 @@ export class FileHandle {
   async write(buf: Buffer, len: number, pos: number): Promise<void> {
     if (this.error) throw this.error;
     this.dropReadahead();
-    await this.session.reserve(len);
+    // A small write counts MIN_WRITE_CHARGE against the session's window;
+    // its first piece gives the extra back (an empty write has no piece).
+    const extra = len > 0 ? Math.max(0, MIN_WRITE_CHARGE - len) : 0;
+    await this.session.reserve(len, len + extra);
     let ch: Channels, h: Buffer, s: SFTPWrapper;
     try {
       ({ ch, h, s } = await this.live());
     } catch (e) {
-      this.session.release(len);
+      this.session.release(len, len + extra);
       // The binding may have answered this write already (early write
       // replies, fuse-native.c): a gap in the file is the handle's failure,
       // reported by flush, fsync and release as a server's would be.
@@ -220,7 +223,7 @@ export class FileHandle {
     }
     // Earlier writes may have failed with the link while this one waited for it.
     if (this.error) {
-      this.session.release(len);
+      this.session.release(len, len + extra);
       throw this.error;
     }
     this.unsyncedGen ??= ch.gen;
@@ -233,8 +236,9 @@ export class FileHandle {
     for (let off = 0; off < len; off += ch.maxWrite) {
       const n = Math.min(ch.maxWrite, len - off);
       const seq = this.pipeline.queue();
+      const first = off === 0;
       const done = (err?: Error | null) => {
-        this.session.release(n);
+        this.session.release(n, first ? n + extra : n);
         if (!err) this.pipeline.answer(seq);
         // The piece stays unanswered until its errno is known, so flush reports the right one.
         else if (this.spec.explainWrite && isGenericFailure(err)) void this.spec.explainWrite(err, n).then((fe) => this.pipeline.answer(seq, fe));
