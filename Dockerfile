@@ -55,9 +55,7 @@ COPY --from=build /app/packages/fuse-native/package.json /app/packages/fuse-nati
 COPY --from=build /app/packages/fuse-native/build/Release/fuse.node /app/packages/fuse-native/build/Release/fuse.node
 COPY --from=build /app/dist /app/dist
 ENV NODE_ENV=production
-# One malloc arena for all threads: src/node-flags.ts (DAEMON_ENV; config.json's
-# env has it too, for the managed plugin).
-ENV MALLOC_ARENA_MAX=1
 # The daemon handles SIGTERM (unmounts, saves state) and reaps its children.
-# The node flags: src/node-flags.ts (config.json's entrypoint has the same).
-CMD ["node", "--initial-old-space-size=64", "/app/dist/main.js"]
+# The environment and node flags: src/node-flags.ts (config.json's entrypoint
+# has the same). env(1) execs node, so node stays PID 1.
+CMD ["/usr/bin/env", "MALLOC_ARENA_MAX=1", "node", "--initial-old-space-size=64", "/app/dist/main.js"]

@@ -58,9 +58,13 @@ export function missingNodeFlags(execArgv: readonly string[] = process.execArgv)
 // arenas held four times what was in use in them (malloc_stats). One arena
 // lowers that peak, with no throughput cost measured: a worker mallocs once
 // per write, so it rarely waits on the main thread's lock (figures in
-// docs/performance.md, "One malloc arena"). glibc reads it once, at start, so it must be in the environment
-// the process starts with; mallopt(M_ARENA_MAX) from the binding would come
-// after Node's own threads made theirs.
+// docs/performance.md, "One malloc arena"). glibc reads it once, at start,
+// so it must be in the environment the process starts with;
+// mallopt(M_ARENA_MAX) from the binding would come after Node's own threads
+// made theirs. The plugin sets it on its command line (`/usr/bin/env
+// MALLOC_ARENA_MAX=1 node ...`), not in config.json's env: dockerd keeps an
+// installed plugin's env across `docker plugin upgrade` and takes the new
+// entrypoint, so an env entry would never reach plugins installed before it.
 export const DAEMON_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: '1' };
 
 /** The DAEMON_ENV settings this process was started without. */
