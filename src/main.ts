@@ -1,7 +1,8 @@
 // Entrypoint: `MALLOC_ARENA_MAX=1 node --initial-old-space-size=64
-// dist/main.js` (why that setting and flag: node-flags.ts). The socket listens first (dockerd gives a plugin about
-// 10 s to answer Plugin.Activate); remounting volumes that were in use happens
-// in the background afterwards.
+// dist/main.js` (why that setting and flag: node-flags.ts). The socket
+// listens first (dockerd gives a plugin about 10 s to answer
+// Plugin.Activate); remounting volumes that were in use happens in the
+// background afterwards.
 import { readFileSync } from 'node:fs';
 import { chmod, mkdir, unlink } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';

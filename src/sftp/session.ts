@@ -70,12 +70,13 @@ export const DEFAULT_MAX_IN_FLIGHT = 2 * 1024 * 1024;
 
 /**
  * The least a WRITE counts against that window: 32 KiB, so at most 64 small
- * WRITEs are queued at the server at once. OpenSSH queues what it has not
- * processed yet in buffers it grows by reallocating and copying; with 2 MiB
- * of 4 KiB WRITEs waiting (512 of them, which the server works through more
- * slowly than tsfs answers them early) that growth cost the server 0.7-0.9
- * CPU-s once per channel, and 4,096 random rewrites took 1.1-1.8 s instead
- * of 0.4. Large WRITEs are unaffected: the byte window binds first.
+ * WRITEs wait at the server at once. tsfs answers small writes early, faster
+ * than sftp-server works through them, and OpenSSH holds the backlog in
+ * buffers it grows by reallocating and copying: with the whole window in
+ * 4 KiB WRITEs (512), that growth cost the server most of a CPU-second once
+ * per channel and made random rewrites 2-5 times slower (docs/performance.md,
+ * "Rewrites: OpenSSH's buffers"). Large WRITEs are unaffected: the byte
+ * window binds them first.
  */
 export const MIN_WRITE_CHARGE = 32 * 1024;
 export const DEFAULT_RECONNECT_WAIT_MS = 60_000;
