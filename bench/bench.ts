@@ -298,7 +298,8 @@ async function main(): Promise<void> {
           : `${w.name}: tsfs ${a.toFixed(2)} s, sshfs ${b.toFixed(2)} s, time ratio ${(a / b).toFixed(2)} (speed ${(b / a).toFixed(2)}x)`;
       const cpu = (n: string) => `${(cpuLog[n].client / ROUNDS).toFixed(2)}/${(cpuLog[n].server / ROUNDS).toFixed(2)}`;
       const io = (n: string) => (cpuLog[n].ioStall / ROUNDS).toFixed(2);
-      console.log(`${line}  [CPU s per run, client/sshd: tsfs ${cpu('tsfs')}, sshfs ${cpu('sshfs')}; I/O full stall s per run: tsfs ${io('tsfs')}, sshfs ${io('sshfs')}; daemon RSS ${daemon.rss().now.toFixed(0)} MiB, peak ${daemon.rss().peak.toFixed(0)}]`);
+      const mem = daemon.rss();
+      console.log(`${line}  [CPU s per run, client/sshd: tsfs ${cpu('tsfs')}, sshfs ${cpu('sshfs')}; I/O full stall s per run: tsfs ${io('tsfs')}, sshfs ${io('sshfs')}; daemon RSS ${mem.now.toFixed(0)} MiB, peak ${mem.peak.toFixed(0)}]`);
       results.push(line);
     }
 

@@ -64,9 +64,10 @@ describe('docs/examples', () => {
   });
 });
 
-describe('node flags and environment (src/node-flags.ts): every shipped launcher passes them', () => {
-  const settings = Object.entries(DAEMON_ENV).map(([k, v]) => `${k}=${v}`);
+/** DAEMON_ENV as a command line's `NAME=value` words. */
+const settings = Object.entries(DAEMON_ENV).map(([k, v]) => `${k}=${v}`);
 
+describe('node flags and environment (src/node-flags.ts): every shipped launcher passes them', () => {
   it('the Dockerfile\'s CMD and package.json\'s start script', () => {
     const cmd = read('Dockerfile').match(/^CMD (\[.*\])$/m);
     expect(JSON.parse(cmd![1])).toEqual(['/usr/bin/env', ...settings, 'node', ...DAEMON_NODE_FLAGS, '/app/dist/main.js']);
@@ -85,7 +86,7 @@ describe('config.json (the managed plugin)', () => {
 
   it('runs the daemon as a volume driver on the socket the daemon listens on', () => {
     // The environment on the command line: dockerd keeps an installed plugin's env through an upgrade.
-    expect(cfg.entrypoint).toEqual(['/usr/bin/env', ...Object.entries(DAEMON_ENV).map(([k, v]) => `${k}=${v}`), 'node', ...DAEMON_NODE_FLAGS, '/app/dist/main.js']);
+    expect(cfg.entrypoint).toEqual(['/usr/bin/env', ...settings, 'node', ...DAEMON_NODE_FLAGS, '/app/dist/main.js']);
     expect(cfg.interface.types).toEqual(['docker.volumedriver/1.0']);
     expect(cfg.interface.socket).toBe(basename(defaults.socket));
     expect(defaults.socket).toBe(`/run/docker/plugins/${cfg.interface.socket}`);

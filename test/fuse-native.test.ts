@@ -453,8 +453,6 @@ describe('fuse-native early write replies (writeBehind)', () => {
     return spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'pipe'] });
   }
 
-
-
   it('write(2) returns while JS still holds an earlier write; JS gets every write in order, and close waits for them', async () => {
     log.length = 0;
     let open!: () => void;

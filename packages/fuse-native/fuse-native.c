@@ -288,8 +288,9 @@ static void attr_table_set (struct attr_table *t, const char *path, const struct
 // exactly JS's rule, so this table never answers ENOENT where JS would not:
 // JS adds a name here before its own listing takes it, and a dropped
 // listing's directory goes before its names. Names left over from an older
-// listing only send a lookup to JS. libfuse's hidden names (.fuse_hidden*, files unlinked
-// while open) always go to JS, which may still reach the file by a handle.
+// listing only send a lookup to JS. libfuse's hidden names (.fuse_hidden*,
+// files unlinked while open) always go to JS, which may still reach the file
+// by a handle.
 #define LISTED_KEY '\1'
 #define NAME_KEY '\2'
 #define NAME_NO_EXPIRY 1e300
