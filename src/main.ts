@@ -1,8 +1,8 @@
 // Entrypoint: `MALLOC_ARENA_MAX=1 node --initial-old-space-size=64
-// dist/main.js` (why that setting and flag: node-flags.ts). The socket
-// listens first (dockerd gives a plugin about 10 s to answer
-// Plugin.Activate); remounting volumes that were in use happens in the
-// background afterwards.
+// --expose-gc dist/main.js` (why that setting and those flags:
+// node-flags.ts). The socket listens first (dockerd gives a plugin about 10 s
+// to answer Plugin.Activate); remounting volumes that were in use happens in
+// the background afterwards.
 import { readFileSync } from 'node:fs';
 import { chmod, mkdir, unlink } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
@@ -15,7 +15,7 @@ import type { VolumeDriver } from './api/protocol';
 import { Driver, StateDirBusyDriver } from './driver';
 import type { MountFs } from './fs/index';
 import { makeLogger } from './log';
-import { DAEMON_NODE_FLAGS, missingDaemonEnv, missingNodeFlags } from './node-flags';
+import { DAEMON_NODE_FLAGS, missingDaemonEnv, missingNodeFlags, withoutFlag } from './node-flags';
 import { StateStore } from './state';
 
 export interface Daemon {
@@ -122,7 +122,7 @@ export async function main(mountFs: MountFs = lazyMountSftpFs): Promise<void> {
   for (const w of config.warnings) log.warn({ setting: w.split('=')[0] }, `bad plugin setting: ${w}`);
   const missing = missingNodeFlags();
   if (missing.length > 0) {
-    log.warn({ missing, expected: `node ${DAEMON_NODE_FLAGS.join(' ')} dist/main.js` }, 'started without the node flags tsfs needs: reads and writes may run at half speed (V8 mark-compact storms)');
+    log.warn({ missing, expected: `node ${DAEMON_NODE_FLAGS.join(' ')} dist/main.js` }, `started without the node flags tsfs needs: ${missing.map((f) => `without ${f}, ${withoutFlag(f)}`).join('; ')}`);
   }
   const missingEnv = missingDaemonEnv();
   if (missingEnv.length > 0) {

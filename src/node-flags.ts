@@ -42,7 +42,22 @@
 // (Its first trial also leaked mount IDs, through 408s from Node's own
 // request timeouts under the loop's lag; api/request-timeouts.ts has since
 // removed that cause.) Figures in docs/performance.md, "Daemon memory".
-export const DAEMON_NODE_FLAGS: readonly string[] = ['--initial-old-space-size=64'];
+//
+// --expose-gc: gives the daemon gc(), which src/fs/memory.ts calls once the
+// daemon has been idle for a few seconds after work. The floor above lets
+// the old generation keep up to 64 MB of garbage between collections, and a
+// daemon that goes idle never reaches it, so without a collection an idle
+// daemon stays at its last workload's size (the stat walk of 10,000 files
+// left 57 MiB). Figures in docs/performance.md, "Idle collection".
+/** Each flag, and what a daemon started without it loses (for main()'s warning). */
+const FLAGS: Readonly<Record<string, string>> = {
+  '--initial-old-space-size=64': 'reads and writes may run at half speed (V8 mark-compact storms)',
+  '--expose-gc': 'an idle daemon keeps the memory its last workload left',
+};
+export const DAEMON_NODE_FLAGS: readonly string[] = Object.keys(FLAGS);
+
+/** What a daemon started without `flag` loses. */
+export const withoutFlag = (flag: string): string => FLAGS[flag] ?? '';
 
 /** The flags this process was started without (they must come before the script, as node options). */
 export function missingNodeFlags(execArgv: readonly string[] = process.execArgv): string[] {

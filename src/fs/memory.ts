@@ -1,5 +1,5 @@
-// The daemon's memory: handing freed memory back to the kernel, and one
-// bound on write buffering for all volumes.
+// The daemon's memory: handing freed memory back to the kernel, collecting
+// V8's garbage when idle, and one bound on write buffering for all volumes.
 //
 // glibc keeps what the daemon frees: an arena shrinks only from its top, so
 // the holes left by the 1 MiB request copies of libfuse's threads and by
@@ -10,6 +10,7 @@
 // tunables do not do this: the trim threshold acts only at an arena's top,
 // and a lower mmap threshold (each 1 MiB copy mapped and unmapped) cost seq
 // write a third more CPU.
+import { performance } from 'node:perf_hooks';
 import Fuse from 'fuse-native';
 import { ByteBudget } from '../sftp/budget';
 
@@ -20,11 +21,69 @@ import { ByteBudget } from '../sftp/budget';
  */
 const TRIM_INTERVAL_MS = 5_000;
 
+/** Busier than this over a tick, the event loop had work; at or under it, the daemon was idle. */
+const IDLE_UTILIZATION = 0.05;
+const TICK_MS = 1_000;
+
+/**
+ * When to collect V8's garbage: once, after IDLE_TICKS_TO_COLLECT whole idle
+ * ticks that follow work. --initial-old-space-size=64 (node-flags.ts) lets
+ * the old generation hold up to 64 MB between collections, and a daemon that
+ * goes idle never reaches that, so it kept its last workload's garbage (and
+ * the ArrayBuffers that garbage holds) for good. Two seconds idle: the
+ * collection (30-85 ms here) then lands between workloads, not in one, and
+ * an idle daemon is not collected again until it has worked.
+ */
+export const IDLE_TICKS_TO_COLLECT = 2;
+export class IdleCollector {
+  private idleTicks = 0;
+  private workSinceCollect = false;
+  constructor(private readonly collect: () => void) {}
+  /** One tick's end; `busy`: the event loop had work in it. True when it collected. */
+  tick(busy: boolean): boolean {
+    if (busy) {
+      this.idleTicks = 0;
+      this.workSinceCollect = true;
+      return false;
+    }
+    if (!this.workSinceCollect || ++this.idleTicks < IDLE_TICKS_TO_COLLECT) return false;
+    this.workSinceCollect = false;
+    this.collect();
+    return true;
+  }
+}
+
+type Gc = (opts: { type: 'major'; execution: 'sync'; flavor: 'last-resort' }) => void;
+
 let timer: NodeJS.Timeout | undefined;
 
-/** Trim every TRIM_INTERVAL_MS from now on (once per process; the timer never keeps it alive). */
+/**
+ * From now on (once per process; the timer never keeps it alive): trim every
+ * TRIM_INTERVAL_MS, and when the daemon goes idle after work, collect V8's
+ * garbage and trim at once. The collection is V8's last-resort flavour (it
+ * also shrinks the young generation, "Mark-Compact (reduce)"), which only
+ * the gc() of --expose-gc offers; without that flag (node-flags.ts) there is
+ * only the trim.
+ */
 export function keepMemoryTrimmed(): void {
-  timer ??= setInterval(() => Fuse.trimMemory(), TRIM_INTERVAL_MS).unref();
+  if (timer) return;
+  const gc = (globalThis as { gc?: Gc }).gc;
+  let sinceTrim = 0;
+  const idle = new IdleCollector(() => {
+    gc?.({ type: 'major', execution: 'sync', flavor: 'last-resort' });
+    sinceTrim = TRIM_INTERVAL_MS;
+  });
+  let last = performance.eventLoopUtilization();
+  timer = setInterval(() => {
+    const now = performance.eventLoopUtilization();
+    idle.tick(performance.eventLoopUtilization(now, last).utilization > IDLE_UTILIZATION);
+    last = now;
+    sinceTrim += TICK_MS;
+    if (sinceTrim >= TRIM_INTERVAL_MS) {
+      sinceTrim = 0;
+      Fuse.trimMemory();
+    }
+  }, TICK_MS).unref();
 }
 
 /**
