@@ -47,8 +47,8 @@
 // daemon has been idle for a few seconds after work. The floor above lets
 // the old generation keep up to 64 MB of garbage between collections, and a
 // daemon that goes idle never reaches it, so without a collection an idle
-// daemon stays at its last workload's size (the stat walk of 10,000 files
-// left 57 MiB). Figures in docs/performance.md, "Idle collection".
+// daemon stays at its last workload's size. Figures in docs/performance.md,
+// "Idle collection".
 /** Each flag, and what a daemon started without it loses (for main()'s warning). */
 const FLAGS: Readonly<Record<string, string>> = {
   '--initial-old-space-size=64': 'reads and writes may run at half speed (V8 mark-compact storms)',

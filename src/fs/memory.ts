@@ -31,8 +31,9 @@ const TICK_MS = 1_000;
  * the old generation hold up to 64 MB between collections, and a daemon that
  * goes idle never reaches that, so it kept its last workload's garbage (and
  * the ArrayBuffers that garbage holds) for good. Two seconds idle: the
- * collection (30-85 ms here) then lands between workloads, not in one, and
- * an idle daemon is not collected again until it has worked.
+ * collection (tens of ms, docs/performance.md "Idle collection") then lands
+ * between workloads, not in one, and an idle daemon is not collected again
+ * until it has worked.
  */
 export const IDLE_TICKS_TO_COLLECT = 2;
 export class IdleCollector {
