@@ -34,7 +34,12 @@ function packet(type: number, id: number, body: Buffer): Buffer {
   head.writeUInt32BE(id, 5);
   return Buffer.concat([head, body]);
 }
-const str = (b: Buffer) => Buffer.concat([Buffer.from([0, 0, 0, 0].map((_, i) => (b.length >>> (24 - 8 * i)) & 255)), b]);
+/** An SFTP string: uint32 length, then the bytes. */
+function str(b: Buffer): Buffer {
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(b.length);
+  return Buffer.concat([len, b]);
+}
 
 /** An SFTP client channel whose outbound packets go nowhere; replies come in by push(). */
 function fakeSftp() {
@@ -52,47 +57,48 @@ describe('DATA answers that span chunks', () => {
   it('reach the right READ whole, wherever the chunks split, and other answers are untouched', () => {
     fc.assert(
       fc.property(
-        fc.array(fc.constantFrom('data', 'short', 'toobig', 'orphan', 'status', 'handle'), { minLength: 1, maxLength: 12 }),
+        fc.array(
+          fc.record({
+            kind: fc.constantFrom('data', 'short', 'toobig', 'orphan', 'status', 'handle'),
+            size: fc.integer({ min: 1, max: 70_000 }),
+          }),
+          { minLength: 1, maxLength: 12 },
+        ),
         fc.array(fc.integer({ min: 1, max: 70_000 }), { minLength: 1, maxLength: 40 }),
-        fc.integer({ min: 0, max: 2 ** 31 }),
-        (kinds, cuts, seed) => {
+        (answers, cuts) => {
           const sftp = fakeSftp();
           const outcomes: Outcome[] = [];
           const expected: Outcome[] = [];
           const stream: Buffer[] = [];
-          let n = seed;
-          const size = () => (n = (n * 1103515245 + 12345) % 2 ** 31) % 70_000 + 1;
-          for (const [i, kind] of kinds.entries()) {
-            // Each READ issued gets the id ssh2 gives it: one per request, in order.
+          for (const [i, { kind, size }] of answers.entries()) {
             if (kind === 'orphan') {
-              stream.push(packet(DATA, 0x7fff0000 + i, str(randomBytes(size()))));
+              stream.push(packet(DATA, 0x7fff0000 + i, str(randomBytes(size))));
               continue;
             }
             if (kind === 'handle') {
               sftp.open('/x', 'r', (err, h) => outcomes.push(err ? { err: err.message } : { bytes: digest(h) }));
             } else {
-              const want = size();
-              const buf = Buffer.alloc(want + 10, 0xee);
-              sftp.read(Buffer.from('h'), buf, 10, want, 0, (err, nb, data) =>
+              const buf = Buffer.alloc(size + 10, 0xee);
+              sftp.read(Buffer.from('h'), buf, 10, size, 0, (err, nb, data) =>
                 outcomes.push(err ? { err: (err as Error).message } : { bytes: digest(data.subarray(0, nb)) }));
             }
+            // The request ssh2 just sent: its id, and for a READ the length it asked for.
             const id = (sftp as unknown as { _writeReqid: number })._writeReqid;
-            const want = (sftp as unknown as { _requests: Record<number, { len: number }> })._requests[id]?.len ?? 0;
             if (kind === 'data' || kind === 'short') {
-              const body = randomBytes(kind === 'data' ? want : Math.max(1, want >> 1));
+              const body = randomBytes(kind === 'data' ? size : Math.max(1, size >> 1));
               stream.push(packet(DATA, id, str(body)));
               expected.push({ bytes: digest(body) });
             } else if (kind === 'toobig') {
               // Stock ssh2 hands over what fits; the patch must do the same.
-              const body = randomBytes(want + 1);
+              const body = randomBytes(size + 1);
               stream.push(packet(DATA, id, str(body)));
-              expected.push({ bytes: digest(body.subarray(0, want)) });
+              expected.push({ bytes: digest(body.subarray(0, size)) });
             } else if (kind === 'status') {
               const msg = Buffer.from('no such file');
               stream.push(packet(STATUS, id, Buffer.concat([Buffer.from([0, 0, 0, 2]), str(msg), str(Buffer.from('en'))])));
               expected.push({ err: 'no such file' });
             } else {
-              const h = randomBytes(size() % 256);
+              const h = randomBytes(size % 256);
               stream.push(packet(HANDLE, id, str(h)));
               expected.push({ bytes: digest(h) });
             }
