@@ -40,17 +40,15 @@ export class IdleCollector {
   private idleTicks = 0;
   private workSinceCollect = false;
   constructor(private readonly collect: () => void) {}
-  /** One tick's end; `busy`: the event loop had work in it. True when it collected. */
-  tick(busy: boolean): boolean {
+  /** One tick's end; `busy`: the event loop had work in it. */
+  tick(busy: boolean): void {
     if (busy) {
       this.idleTicks = 0;
       this.workSinceCollect = true;
-      return false;
+    } else if (this.workSinceCollect && ++this.idleTicks >= IDLE_TICKS_TO_COLLECT) {
+      this.workSinceCollect = false;
+      this.collect();
     }
-    if (!this.workSinceCollect || ++this.idleTicks < IDLE_TICKS_TO_COLLECT) return false;
-    this.workSinceCollect = false;
-    this.collect();
-    return true;
   }
 }
 
@@ -70,20 +68,20 @@ export function keepMemoryTrimmed(): void {
   if (timer) return;
   const gc = (globalThis as { gc?: Gc }).gc;
   let sinceTrim = 0;
+  const trim = () => {
+    sinceTrim = 0;
+    Fuse.trimMemory();
+  };
   const idle = new IdleCollector(() => {
     gc?.({ type: 'major', execution: 'sync', flavor: 'last-resort' });
-    sinceTrim = TRIM_INTERVAL_MS;
+    trim();
   });
   let last = performance.eventLoopUtilization();
   timer = setInterval(() => {
     const now = performance.eventLoopUtilization();
     idle.tick(performance.eventLoopUtilization(now, last).utilization > IDLE_UTILIZATION);
     last = now;
-    sinceTrim += TICK_MS;
-    if (sinceTrim >= TRIM_INTERVAL_MS) {
-      sinceTrim = 0;
-      Fuse.trimMemory();
-    }
+    if ((sinceTrim += TICK_MS) >= TRIM_INTERVAL_MS) trim();
   }, TICK_MS).unref();
 }
 
