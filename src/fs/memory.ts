@@ -92,13 +92,15 @@ export function keepMemoryTrimmed(): void {
  * the daemon's memory grew with the number of busy volumes: 1.5-1.8 GiB
  * resident with 256 volumes writing at once (docs/scaling.md). Past these
  * budgets a write waits (unanswered WRITEs) or is answered from JS instead
- * of early (copies). 8 MiB each: 8 busy volumes then get 1 MiB of each
- * rather than their full 2, and wrote as fast together as with 32 MiB (the
- * server, not the window, sets their pace), while the daemon held less
- * (docs/performance.md, "One malloc arena").
+ * of early (copies). 4 MiB each: one busy volume still gets its full 2 MiB
+ * of each, so a single writer's pace is untouched; two busy volumes get
+ * theirs too, and more share it. Each store, not the window, sets the pace
+ * of many busy volumes: 8 of them wrote as fast together with 4 MiB budgets
+ * as with 8, and the daemon held less (docs/performance.md, "Write
+ * budgets 8 -> 4 MiB").
  */
-export const WRITES_UNANSWERED_BUDGET = 8 * 1024 * 1024;
-export const EARLY_REPLY_COPIES_BUDGET = 8 * 1024 * 1024;
+export const WRITES_UNANSWERED_BUDGET = 4 * 1024 * 1024;
+export const EARLY_REPLY_COPIES_BUDGET = 4 * 1024 * 1024;
 
 let writes: ByteBudget | undefined;
 
