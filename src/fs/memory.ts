@@ -94,10 +94,10 @@ export function keepMemoryTrimmed(): void {
  * budgets a write waits (unanswered WRITEs) or is answered from JS instead
  * of early (copies). 4 MiB each: one busy volume still gets its full 2 MiB
  * of each, so a single writer's pace is untouched; two busy volumes get
- * theirs too, and more share it. Each store, not the window, sets the pace
+ * theirs too, and more share it. The server, not the window, sets the pace
  * of many busy volumes: 8 of them wrote as fast together with 4 MiB budgets
  * as with 8, and the daemon held less (docs/performance.md, "Write
- * budgets 8 -> 4 MiB").
+ * budgets 8 → 4 MiB").
  */
 export const WRITES_UNANSWERED_BUDGET = 4 * 1024 * 1024;
 export const EARLY_REPLY_COPIES_BUDGET = 4 * 1024 * 1024;
