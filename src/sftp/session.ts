@@ -20,10 +20,11 @@
 // acknowledging FUSE writes as soon as they are queued needs a bound on what
 // is queued but not yet acknowledged by the server.
 import type { Logger } from 'pino';
-import type { SFTPWrapper, Stats, FileEntry, InputAttributes } from 'ssh2';
+import type { SFTPWrapper, Stats, InputAttributes } from 'ssh2';
 import { TsfsError } from '../errors';
 import { ByteBudget } from './budget';
 import { connectSsh, type SshLink, type StepLog } from './connect';
+import { listDirectory } from './listing';
 import type { HeldLink } from './handoff';
 import { SETUP_DEADLINE_MS, logRetries, openChannel, withRetry } from './retry';
 import { describeTarget, hostKeyToPin, type SshTarget } from './target';
@@ -410,7 +411,7 @@ function call<T>(fn: (cb: (err: Error | null | undefined, res?: T) => void) => v
 export const sftpCall = {
   lstat: (s: SFTPWrapper, p: string) => call<Stats>((cb) => s.lstat(p, cb)),
   stat: (s: SFTPWrapper, p: string) => call<Stats>((cb) => s.stat(p, cb)),
-  readdir: (s: SFTPWrapper, p: string) => call<FileEntry[]>((cb) => s.readdir(p, cb)),
+  readdir: (s: SFTPWrapper, p: string) => listDirectory(s, p),
   mkdir: (s: SFTPWrapper, p: string, mode: number) => call<void>((cb) => s.mkdir(p, { mode }, cb)),
   rmdir: (s: SFTPWrapper, p: string) => call<void>((cb) => s.rmdir(p, cb)),
   unlink: (s: SFTPWrapper, p: string) => call<void>((cb) => s.unlink(p, cb)),

@@ -69,11 +69,23 @@ export class FakeSftp {
     this.lstat(path, cb);
   }
 
-  readdir(path: string, cb: Cb): void {
+  /** Open directory handles: the names not yet given out. */
+  private dirs = new Map<string, { filename: string; longname: string; attrs: unknown }[]>();
+
+  opendir(path: string, cb: Cb): void {
     this.calls.push(`readdir ${path}`);
     const list = [...this.files.entries()].filter(([p]) => p !== path && p.startsWith(path + '/') && !p.slice(path.length + 1).includes('/'));
-    const entries = list.map(([p, f]) => ({ filename: p.slice(path.length + 1), longname: '', attrs: this.attrsOf(f) }));
-    setImmediate(() => cb(null, entries));
+    const h = `dir${this.nextHandle++}`;
+    this.dirs.set(h, list.map(([p, f]) => ({ filename: p.slice(path.length + 1), longname: '', attrs: this.attrsOf(f) })));
+    setImmediate(() => cb(null, Buffer.from(h)));
+  }
+
+  /** Two names per answer, so that listings take several READDIRs; then EOF, as SFTP ends a listing. */
+  readdir(h: Buffer, cb: Cb): void {
+    const rest = this.dirs.get(h.toString());
+    if (!rest) return void setImmediate(() => cb(Object.assign(new Error('bad handle'), { code: 4 })));
+    const batch = rest.splice(0, 2);
+    setImmediate(() => (batch.length ? cb(null, batch) : cb(Object.assign(new Error('EOF'), { code: 1 }))));
   }
 
   setstat(path: string, a: { mode?: number; uid?: number; gid?: number }, cb: Cb): void {
@@ -149,6 +161,7 @@ export class FakeSftp {
   }
 
   close(h: Buffer, cb: Cb): void {
+    if (this.dirs.delete(h.toString())) return void setImmediate(() => cb(null));
     this.calls.push('close');
     if (this.fail('close', cb)) return;
     this.handles.delete(h.toString());
