@@ -1,8 +1,11 @@
 // npx tsx bench/count-requests.ts: how many FUSE requests, per opcode, the
-// metadata workloads of bench.ts send to a tsfs mount (kernel tracepoint
-// fuse:fuse_request_send, via perf; needs root). Each request is a round trip
-// between the caller and libfuse's threads, so this count times the hand-off
-// cost bounds ls -lR and stat storms (docs/performance.md).
+// metadata workloads of bench.ts send to a tsfs mount and to C sshfs, and how
+// long the caller waited for each (kernel tracepoints fuse:fuse_request_send
+// and fuse:fuse_request_end, via perf; needs root). Each request is a round
+// trip between the caller and libfuse's threads, so this count times the
+// hand-off cost bounds ls -lR and stat storms, and the waits show which
+// request of a workload is slower than sshfs's (docs/performance.md). perf
+// itself adds to every wait: compare the two mounts, not absolute figures.
 import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,11 +17,39 @@ import { mountForTest, type TestMount } from '../test/helpers/fs-mount';
 const WORKER = join(__dirname, 'worker.mjs');
 const run = promisify(execFile);
 
+/** Per opcode, how long each request took from send to answer (µs), from `perf script` lines. */
+function requestWaits(script: string): Map<string, number[]> {
+  const sent = new Map<string, [op: string, at: number]>();
+  const waits = new Map<string, number[]>();
+  for (const line of script.split('\n')) {
+    const m = /\s([\d.]+): +fuse:fuse_request_(send|end): .*?req (\d+)/.exec(line);
+    if (!m) continue;
+    const [, at, kind, unique] = m;
+    // A unique id belongs to one connection at a time; the workload has one mount.
+    if (kind === 'send') sent.set(unique, [/\((FUSE_[A-Z]+)\)/.exec(line)?.[1] ?? '?', Number(at)]);
+    else {
+      const s = sent.get(unique);
+      if (!s) continue;
+      sent.delete(unique);
+      const w = waits.get(s[0]) ?? [];
+      w.push((Number(at) - s[1]) * 1e6);
+      waits.set(s[0], w);
+    }
+  }
+  return waits;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return Math.round(s[s.length >> 1]);
+}
+
 async function main(): Promise<void> {
   const sshd = await startSshd();
   const mountSshfs = async () => {
     const mountpoint = mkdtempSync(join(tmpdir(), 'sshfs-mnt-'));
-    await run('sshfs', ['-o', `IdentityFile=${sshd.userKeyPath},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,port=${sshd.port}`, `${sshd.user}@${sshd.host}:${sshd.storeDir}`, mountpoint]);
+    // As bench.ts mounts it, so that the waits compare.
+    await run('sshfs', ['-o', `IdentityFile=${sshd.userKeyPath},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,port=${sshd.port},Ciphers=aes128-gcm@openssh.com,Compression=no,allow_other`, `${sshd.user}@${sshd.host}:${sshd.storeDir}`, mountpoint]);
     return { mountpoint, cleanup: async () => { await run('fusermount3', ['-u', mountpoint]); rmSync(mountpoint, { recursive: true }); } };
   };
   try {
@@ -37,12 +68,14 @@ async function main(): Promise<void> {
       try {
         const tree = name.startsWith('2,000') ? join(m.mountpoint, `small-${fs}`) : join(m.mountpoint, 'tree10k');
         const args = name.startsWith('find') ? [...cmd, tree, '-type', 'f'] : [...cmd, tree];
-        await run('perf', ['record', '-q', '-o', data, '-a', '-e', 'fuse:fuse_request_send', '--', 'sh', '-c', `${args.map((a) => `'${a}'`).join(' ')} >/dev/null`]);
+        await run('perf', ['record', '-q', '-o', data, '-a', '-e', 'fuse:fuse_request_send,fuse:fuse_request_end', '--', 'sh', '-c', `${args.map((a) => `'${a}'`).join(' ')} >/dev/null`]);
         const { stdout } = await run('perf', ['script', '-i', data], { maxBuffer: 1 << 28 });
-        const byOp = new Map<string, number>();
-        for (const op of stdout.match(/FUSE_[A-Z]+/g) ?? []) byOp.set(op, (byOp.get(op) ?? 0) + 1);
-        const total = [...byOp.values()].reduce((a, b) => a + b, 0);
-        console.log(`${name}, ${fs}: ${total} requests`, Object.fromEntries([...byOp].sort((a, b) => b[1] - a[1])));
+        const waits = requestWaits(stdout);
+        const total = [...waits.values()].reduce((a, w) => a + w.length, 0);
+        const byOp = [...waits].sort((a, b) => b[1].length - a[1].length);
+        console.log(`${name}, ${fs}: ${total} requests`, Object.fromEntries(byOp.map(([op, w]) => [op, w.length])));
+        // The median shows a typical request; the total, where the workload's time went.
+        console.log('  wait per request: median µs / total ms:', Object.fromEntries(byOp.filter(([, w]) => w.length >= 100).map(([op, w]) => [op, `${median(w)} / ${Math.round(w.reduce((a, b) => a + b, 0) / 1000)}`])));
         if (fs === 'tsfs') {
           // The rest were answered in libfuse's worker threads (the binding's
           // attribute table and listings). A write answered early there still
