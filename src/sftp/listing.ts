@@ -5,12 +5,13 @@
 // in one READDIR answer, so a directory of 100 files was five round trips in
 // a row (OPENDIR, READDIR, READDIR, READDIR -> EOF, CLOSE), and `ls -lR` or a
 // stat walk pays them per directory. Here:
-//   - READDIRs on the handle go out WINDOW at a time. sftp-server answers
-//     them in order, each with the names after the last; a server that ran
-//     them at once would still give each name once (a listing is a set, and
-//     readdir(3) on one DIR hands each entry out once), so the listing is
-//     complete when every READDIR sent has been answered and one said EOF.
-//     Answers after an EOF are EOFs, a request each (measured in
+//   - READDIRs on the handle go out READDIR_WINDOW at a time. sftp-server
+//     answers them in order, each with the names after the last; a server
+//     that ran them at once would still give each name once (a listing is a
+//     set, and readdir(3) on one DIR hands each entry out once), so the
+//     listing is complete when every READDIR sent has been answered and one
+//     said EOF. Those sent after the last names come back as EOFs: a request
+//     or two more per directory, against round trips saved (measured in
 //     docs/performance.md, "Directory listings in fewer round trips").
 //   - The CLOSE goes out after every READDIR has been answered (a threaded
 //     server must not free the handle under one), and the listing does not
