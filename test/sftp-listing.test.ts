@@ -5,10 +5,12 @@
 // server's, and no directory handle is left open on the server.
 import { mkdirSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import type { SFTPWrapper } from 'ssh2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectSsh, type SshLink } from '../src/sftp/connect';
 import { listDirectory } from '../src/sftp/listing';
+import { sftpCall } from '../src/sftp/session';
 import { targetFor } from './helpers/fs-mount';
 import { removeSshdDir, startSshd, type Sshd } from './helpers/sshd';
 import { until } from './helpers/until';
@@ -93,11 +95,9 @@ for (const server of [
     });
 
     it('sees a directory handle left open (so the check above can fail)', async () => {
-      const call = <T>(f: (cb: (err: Error | null | undefined, v: T) => void) => void) =>
-        new Promise<T>((resolve, reject) => f((err, v) => (err ? reject(err) : resolve(v))));
-      const h = await call<Buffer>((cb) => sftp.opendir(join(root, 'd1'), cb));
+      const h = await promisify(sftp.opendir.bind(sftp))(join(root, 'd1'));
       await until(() => openDirsUnder(root).length === 1, 'the open handle seen', { withinMs: 5000, seen: () => openDirsUnder(root) });
-      await call((cb) => sftp.close(h, cb as never));
+      await sftpCall.close(sftp, h);
       await until(() => openDirsUnder(root).length === 0, 'the handle closed', { withinMs: 5000, seen: () => openDirsUnder(root) });
     });
   });
