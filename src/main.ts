@@ -135,6 +135,14 @@ export async function main(mountFs: MountFs = lazyMountSftpFs): Promise<void> {
     log.fatal({ err: (e as Error).message }, 'cannot start');
     process.exit(1);
   }
+  // Idle collection from the start, not only from the first mount: a daemon
+  // with no volume yet gives back what its start-up left (fs/memory.ts).
+  // Loaded after the socket listens, as the rest of the SFTP filesystem is; a
+  // binding that cannot load fails the first mount, with its own error.
+  void import('./fs/memory').then(
+    (m) => m.keepMemoryTrimmed(),
+    (e: Error) => log.debug({ err: e.message }, 'memory trimming not started: the FUSE binding did not load'),
+  );
   const onSignal = (signal: string) => {
     log.info({ signal }, 'shutting down: unmounting volumes and saving state');
     const timer = setTimeout(() => {
