@@ -42,7 +42,7 @@ export class IdleCollector {
    * Start-up counts as work: loading the daemon's code grows V8's young
    * generation to its 16 MB, which an idle daemon would otherwise keep until
    * its first workload (RSS 84 → 75 MiB after this first collection,
-   * docs/performance.md "Idle collection").
+   * docs/performance.md "Idle collection from start-up").
    */
   private workSinceCollect = true;
   constructor(private readonly collect: () => void) {}
