@@ -41,7 +41,7 @@ export class IdleCollector {
   /**
    * Start-up counts as work: loading the daemon's code grows V8's young
    * generation to its 16 MB, which an idle daemon would otherwise keep until
-   * its first workload (RSS 84 → 75 MiB after this first collection,
+   * its first workload (a daemon with no volume: 87 → 77 MiB resident,
    * docs/performance.md "Idle collection from start-up").
    */
   private workSinceCollect = true;
