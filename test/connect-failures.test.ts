@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConnectError, connectSsh } from '../src/sftp/connect';
 import type { SshTarget } from '../src/sftp/target';
+import { startProxy } from './helpers/proxy';
 import { removeSshdDir, startSshd } from './helpers/sshd';
 
 const servers: Server[] = [];
@@ -84,6 +85,35 @@ describe('a port that is not an SSH server', () => {
     const e = await failure(target(port, 1000));
     expect(e.code).toBe('banner-timeout');
     expect(e.message).toMatch(new RegExp(`^127.0.0.1:${port} accepted the TCP connection but sent no SSH banner within 1000 ms`));
+  });
+});
+
+describe('an SSH server that greeted this daemon before and is silent now', () => {
+  it('says sshd is too busy (or stuck), not that the port may be wrong, and sends no TLS probe', async () => {
+    const sshd = await startSshd();
+    const proxy = await startProxy(sshd.port);
+    try {
+      // The first connection gets sshd's banner (and fails to log in: the
+      // password is wrong); that is all this daemon needs to have seen.
+      const first = await failure(target(proxy.port));
+      expect(first.code).toBe('auth');
+      // Then the endpoint stops answering, as a sshd busy forking for a storm of connections does.
+      proxy.stall(true);
+      const before = proxy.accepted;
+      const e = await failure(target(proxy.port, 1000));
+      expect(e.code).toBe('banner-timeout');
+      expect(e.message).toMatch(
+        new RegExp(`^127.0.0.1:${proxy.port} \\(SSH-2\\.0-OpenSSH_[^)]*\\) greeted earlier connections but sent no SSH banner to this one within 1000 ms: sshd there is too busy`),
+      );
+      expect(e.message).toContain('stagger them, or raise -o ConnectTimeout=');
+      expect(e.message).not.toContain('point -o port=');
+      // One connection: no second, diagnostic TLS connection to a server known to speak SSH.
+      expect(proxy.accepted - before).toBe(1);
+    } finally {
+      await proxy.close();
+      await sshd.stop();
+      removeSshdDir(sshd);
+    }
   });
 });
 

@@ -69,6 +69,14 @@ const TLS_PROBE_MS = 3000;
 
 const ms = (t0: number) => Math.round((performance.now() - t0) * 10) / 10;
 
+/**
+ * Endpoints (`host:port` as messages show it) that sent this daemon an SSH
+ * banner, with the version they announced: a later connection left without
+ * one then has a busy sshd, not a wrong port (explain.ts). As many entries
+ * as endpoints the volumes name.
+ */
+const greeted = new Map<string, string>();
+
 function openTcp(host: string, port: number, timeoutMs: number): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const s = tcpConnect({ host, port });
@@ -116,7 +124,7 @@ export async function connectSsh(target: SshTarget, onWarn?: (msg: string) => vo
   const where = describeTarget(target);
   const t0 = performance.now();
   const step = (name: string, fields: Record<string, unknown> = {}) => log?.debug({ step: name, ms: ms(t0), ...fields }, `connect ${where}: ${name}`);
-  const ctx: FailureContext = { where, host: target.host, port: target.port, connectTimeout: target.connectTimeout, firstBytes: Buffer.alloc(0) };
+  const ctx: FailureContext = { where, host: target.host, port: target.port, connectTimeout: target.connectTimeout, firstBytes: Buffer.alloc(0), greetedBefore: greeted.get(where) };
   let sock: Duplex;
   let jump: SshLink | undefined;
   let address = target.host;
@@ -213,9 +221,10 @@ function handshake(
       // A TLS service closes on SSH's greeting; the diagnostic connection
       // tells it from an sshd that did. Not after a reset: an sshd past
       // MaxStartups closes with our greeting unread, which resets, and a
-      // second connection per dropped attempt would only feed the storm.
+      // second connection per dropped attempt would only feed the storm. Nor
+      // at an endpoint that greeted this daemon before: it speaks SSH.
       const bannerless = phase === 'banner' && ctx.firstBytes.length === 0 && err.code !== 'ECONNRESET';
-      if (bannerless && address) {
+      if (bannerless && address && !ctx.greetedBefore) {
         void probeTls(address, target.port, isIP(target.host) ? undefined : target.host, Math.min(TLS_PROBE_MS, target.connectTimeout)).then((tls) => {
           ctx.looksLikeTls = tls;
           reject(explainFailure(err, phase, ctx));
@@ -302,6 +311,7 @@ function handshake(
         const m = /SSH-[^\r\n]*/.exec(ctx.firstBytes.toString('latin1'));
         if (m) {
           info.serverIdent = m[0];
+          greeted.set(ctx.where, m[0]);
           step('banner', { server: m[0] });
         }
         sock.off('data', onData);

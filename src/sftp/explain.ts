@@ -68,6 +68,8 @@ export interface FailureContext {
   offered?: string[] | null;
   /** Set when the TCP peer looked like TLS to a second, diagnostic connection (see probeTls). */
   looksLikeTls?: boolean;
+  /** The SSH version this endpoint announced to an earlier connection of this daemon, if any. */
+  greetedBefore?: string;
 }
 
 type LowLevel = Error & { code?: string | number; level?: string; reason?: string | number };
@@ -156,6 +158,19 @@ export function explainFailure(err: LowLevel, phase: Phase, ctx: FailureContext)
     const other = notSsh(ctx);
     if (other) return other;
     if (!hasSshBanner(ctx.firstBytes)) {
+      if ((err.level === 'client-timeout' || /timed out/i.test(err.message)) && ctx.greetedBefore) {
+        // The port is right: sshd greeted this daemon here before. What
+        // leaves a new connection without its banner then is a sshd busy
+        // with many connections starting at once (it forks and re-executes
+        // itself for each before it greets), which a fleet mounting together
+        // brings about; the advice to check the port would send the user the
+        // wrong way.
+        return new ConnectError(
+          `${where} (${ctx.greetedBefore}) greeted earlier connections but sent no SSH banner to this one within ${ctx.connectTimeout} ms: ` +
+            `sshd there is too busy to start new connections in time (many mounts at once: stagger them, or raise -o ConnectTimeout=), or it is stuck; check sshd on the server`,
+          'banner-timeout',
+        );
+      }
       if (err.level === 'client-timeout' || /timed out/i.test(err.message)) {
         return new ConnectError(
           `${where} accepted the TCP connection but sent no SSH banner within ${ctx.connectTimeout} ms: the port is served by something that waits for the client (a TLS, HTTP or database service), ` +
