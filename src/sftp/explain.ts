@@ -122,6 +122,7 @@ export function explainFailure(err: LowLevel, phase: Phase, ctx: FailureContext)
   if (err instanceof ConnectError) return err;
   const { where } = ctx;
   const code = typeof err.code === 'string' ? err.code : undefined;
+  const timedOut = err.level === 'client-timeout' || /timed out/i.test(err.message);
   if (phase === 'resolve' || code === 'ENOTFOUND' || code === 'EAI_AGAIN') {
     const why = code === 'EAI_AGAIN' ? ' (the DNS server did not answer: try again, or check the resolver)' : '';
     return new ConnectError(`cannot resolve host ${ctx.host}${why}: check the host name in sshcmd`, 'dns');
@@ -158,7 +159,7 @@ export function explainFailure(err: LowLevel, phase: Phase, ctx: FailureContext)
     const other = notSsh(ctx);
     if (other) return other;
     if (!hasSshBanner(ctx.firstBytes)) {
-      if ((err.level === 'client-timeout' || /timed out/i.test(err.message)) && ctx.greetedBefore) {
+      if (timedOut && ctx.greetedBefore) {
         // The port is right: sshd greeted this daemon here before. What
         // leaves a new connection without its banner then is a sshd busy
         // with many connections starting at once (it forks and re-executes
@@ -171,7 +172,7 @@ export function explainFailure(err: LowLevel, phase: Phase, ctx: FailureContext)
           'banner-timeout',
         );
       }
-      if (err.level === 'client-timeout' || /timed out/i.test(err.message)) {
+      if (timedOut) {
         return new ConnectError(
           `${where} accepted the TCP connection but sent no SSH banner within ${ctx.connectTimeout} ms: the port is served by something that waits for the client (a TLS, HTTP or database service), ` +
             `or sshd (or a proxy or NAT on the way) is stuck; ${USE_SSH_PORT}, or check sshd on the server`,
@@ -191,7 +192,7 @@ export function explainFailure(err: LowLevel, phase: Phase, ctx: FailureContext)
       'auth',
     );
   }
-  if (err.level === 'client-timeout' || /timed out/i.test(err.message)) {
+  if (timedOut) {
     return new ConnectError(`${where}${server} did not finish the SSH handshake within ${ctx.connectTimeout} ms: the server or the link is overloaded; raise -o ConnectTimeout=`, 'timeout');
   }
   if (err.level === 'handshake') {
