@@ -119,7 +119,7 @@ export class AttrCache {
    * them (chmod, chown, utimens, rename): SFTP v3 stat carries no link
    * count, only OpenSSH's READDIR does, and a refresh must not turn 2 into 1.
    */
-  private readonly nlinks = new LRUCache<string, number>({ max: 4_096 });
+  private readonly nlinks = new LRUCache<string, number>({ maxSize: 4_096, sizeCalculation: () => 1 }); // not `max`: see the constructor
   private mirror?: AttrMirror;
   private clearing = false;
   private readonly now: () => number;
@@ -137,10 +137,16 @@ export class AttrCache {
     this.busy = opts.busy ?? (() => false);
     const perf = { now: this.now };
     const ttl = Math.max(1, ttlMs);
+    // No `max` for lru-cache: it preallocates that many slots in five
+    // arrays, 0.6 MiB per mount at 16,384 entries, resident whether the
+    // mount is used or not (docs/performance.md, "Idle mounts"). Instead
+    // every entry counts at least maxSize / max, so maxSize bounds the
+    // count as well, and the arrays grow with what is cached.
+    const attrFloor = Math.max(1, Math.floor(limits.attrBytes / limits.attrEntries));
+    const listingFloor = Math.max(1, Math.floor(limits.listingBytes / limits.listings));
     this.attrs = new LRUCache<string, AttrEntry>({
-      max: limits.attrEntries,
       maxSize: limits.attrBytes,
-      sizeCalculation: (_v, k) => 2 * k.length + 200,
+      sizeCalculation: (_v, k) => Math.max(attrFloor, 2 * k.length + 200),
       ttl,
       ttlResolution: 0,
       perf,
@@ -153,12 +159,11 @@ export class AttrCache {
       },
     });
     this.listings = new LRUCache<string, Listing>({
-      max: limits.listings,
       maxSize: limits.listingBytes,
       sizeCalculation: (v, k) => {
         let n = 2 * k.length + 100;
         for (const name of v.names) n += 2 * name.length + 50;
-        return Math.min(n, limits.listingBytes);
+        return Math.min(Math.max(listingFloor, n), limits.listingBytes);
       },
       ttl,
       ttlResolution: 0,
