@@ -1,6 +1,8 @@
 // The metadata cache without a server: a fake clock for expiry, a recording
 // mirror standing in for fuse-native's C table.
 import fc from 'fast-check';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { describe, expect, it, vi } from 'vitest';
 import { AttrCache, type AttrMirror, type RemoteAttrs } from '../../src/fs/attr-cache';
 
@@ -64,6 +66,32 @@ describe('AttrCache', () => {
     expect(cache.lookup('/d/f999').kind).toBe('hit');
     expect(cache.lookup('/d/f0').kind).toBe('miss');
     expect(held.has('/d/f0')).toBe(false);
+  });
+
+  it('an empty cache holds little: its memory grows with what it caches, not with its limits', () => {
+    // Every mounted volume has one, used or not. lru-cache preallocates
+    // `max` slots: 0.6 MiB per cache at the default 16,384 entries, which
+    // made an idle daemon with 128 volumes 230 MiB instead of 116.
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    const caches = Array.from({ length: 100 }, () => new AttrCache(20_000));
+    gc();
+    const perCache = (process.memoryUsage().heapUsed - before) / caches.length;
+    expect(perCache).toBeLessThan(64 * 1024);
+  });
+
+  it('is bounded by entries and bytes together: an entry counts at least bytes / entries', () => {
+    const { cache, held, put } = setup({ limits: { attrEntries: 100, attrBytes: 100 * 1_000, listings: 10, listingBytes: 1 << 30 } });
+    // 50 short paths (counted at the 1,000-byte floor) and 30 of about 2,200 bytes: 116,000 > 100,000.
+    for (let i = 0; i < 50; i++) put(`/s${i}`, file(i));
+    const long = 'y'.repeat(1_000);
+    for (let i = 0; i < 30; i++) put(`/${long}${i}`, file(i));
+    expect(cache.size.attrs).toBeLessThan(80);
+    expect(cache.lookup(`/${long}29`).kind).toBe('hit');
+    expect(cache.lookup('/s0').kind).toBe('miss');
+    expect(held.size).toBe(cache.size.attrs);
   });
 
   it('is bounded by bytes: long paths count for more', () => {
