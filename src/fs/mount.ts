@@ -16,20 +16,24 @@ import { keepMemoryTrimmed, writeBudget } from './memory';
 
 /**
  * FUSE request size: the most the kernel sends per WRITE or asks per READ.
- * 1 MiB (libfuse 3's max_pages limit) instead of libfuse 2's 128 KiB: an
- * eighth of the WRITE hand-offs; seq write figures in docs/performance.md.
+ * 512 KiB, not libfuse 2's 128 KiB: a quarter of the WRITE hand-offs, which
+ * at 128 KiB cost seq write a third more CPU. Not libfuse 3's 1 MiB either:
+ * each of libfuse's worker threads keeps a buffer that the largest request
+ * it has read filled, two or three per busy mount, and at 512 KiB seq write
+ * used no more CPU while 8 busy volumes held 9 MiB less; 256 KiB did cost
+ * CPU (docs/performance.md, "Request size 1 MiB → 512 KiB").
  */
-const MAX_IO = 1024 * 1024;
+const MAX_IO = 512 * 1024;
 
 /**
  * Early write replies (fuse-native.c): up to this many bytes of WRITEs per
  * mount are copied and answered in libfuse's worker thread, then queued to
  * the server from this thread in order. A write(2) then costs no hop to the
  * Node thread; close and fsync still report every failure (a queued
- * write's failure is its handle's, src/fs/handles.ts). Two requests' worth: the writer
- * fills one while JS sends the other (figures in docs/performance.md).
+ * write's failure is its handle's, src/fs/handles.ts). 2 MiB, four requests: the writer
+ * fills the next while JS sends the last (figures in docs/performance.md).
  */
-const WRITE_BEHIND = 2 * MAX_IO;
+const WRITE_BEHIND = 2 * 1024 * 1024;
 
 /**
  * fuse-native answers any op still pending after its timeout with ETIMEDOUT
