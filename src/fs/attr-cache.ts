@@ -137,11 +137,12 @@ export class AttrCache {
     this.busy = opts.busy ?? (() => false);
     const perf = { now: this.now };
     const ttl = Math.max(1, ttlMs);
-    // No `max` for lru-cache: it preallocates that many slots in five
-    // arrays, 0.6 MiB per mount at 16,384 entries, resident whether the
-    // mount is used or not (docs/performance.md, "Idle mounts"). Instead
-    // every entry counts at least maxSize / max, so maxSize bounds the
-    // count as well, and the arrays grow with what is cached.
+    // No `max` for lru-cache: it preallocates and fills that many slots in
+    // five arrays, most of a MiB per mount at 16,384 entries, held whether
+    // the mount is used or not (docs/performance.md, "Memory per mounted
+    // volume"). Instead every entry counts at least maxSize / max, so
+    // maxSize bounds the count as well, and the arrays grow with what is
+    // cached.
     const attrFloor = Math.max(1, Math.floor(limits.attrBytes / limits.attrEntries));
     const listingFloor = Math.max(1, Math.floor(limits.listingBytes / limits.listings));
     this.attrs = new LRUCache<string, AttrEntry>({

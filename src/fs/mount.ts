@@ -16,12 +16,11 @@ import { keepMemoryTrimmed, writeBudget } from './memory';
 
 /**
  * FUSE request size: the most the kernel sends per WRITE or asks per READ.
- * 512 KiB, not libfuse 2's 128 KiB: a quarter of the WRITE hand-offs, which
- * at 128 KiB cost seq write a third more CPU. Not libfuse 3's 1 MiB either:
- * each of libfuse's worker threads keeps a buffer that the largest request
- * it has read filled, two or three per busy mount, and at 512 KiB seq write
- * used no more CPU while 8 busy volumes held 9 MiB less; 256 KiB did cost
- * CPU (docs/performance.md, "Request size 1 MiB → 512 KiB").
+ * 512 KiB. Not libfuse 2's 128 KiB: four times the WRITE hand-offs cost seq
+ * write CPU. Not libfuse 3's 1 MiB either: each of libfuse's worker threads
+ * (two or three per busy mount) keeps resident what the largest request it
+ * has read filled, and 512 KiB cost seq write no CPU where 256 KiB did
+ * (docs/performance.md, "Request size 1 MiB → 512 KiB").
  */
 const MAX_IO = 512 * 1024;
 
