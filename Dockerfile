@@ -58,4 +58,4 @@ ENV NODE_ENV=production
 # The daemon handles SIGTERM (unmounts, saves state) and reaps its children.
 # The environment and node flags: src/node-flags.ts (config.json's entrypoint
 # has the same). env(1) execs node, so node stays PID 1.
-CMD ["/usr/bin/env", "MALLOC_ARENA_MAX=1", "node", "--initial-old-space-size=64", "--expose-gc", "/app/dist/main.js"]
+CMD ["/usr/bin/env", "MALLOC_ARENA_MAX=1", "node", "--initial-old-space-size=64", "--expose-gc", "--max-semi-space-size=2", "/app/dist/main.js"]

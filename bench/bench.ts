@@ -329,7 +329,7 @@ async function main(): Promise<void> {
     mounts.push(...eight);
     const busy = await timed(() => Promise.all(eight.map((m) => run('dd', [`if=${bigFile}`, `of=${join(m.dir, 'busy.bin')}`, 'bs=1M', 'count=64', 'conv=fsync', 'status=none']))).then(() => undefined));
     const rss = daemon.rss();
-    console.log(`daemon RSS with 8 volumes mounted and busy: peak ${rss.peak.toFixed(0)} MiB, now ${rss.now.toFixed(0)} MiB (peak over all earlier workloads: ${before.peak.toFixed(0)} MiB); the 8 volumes wrote ${((8 * 64 << 20) / busy / 1e6).toFixed(1)} MB/s together`);
+    console.log(`daemon RSS with 8 volumes mounted and busy: peak ${rss.peak.toFixed(0)} MiB, now ${rss.now.toFixed(0)} MiB (${before.now.toFixed(0)} MiB before they mounted; peak over all earlier workloads: ${before.peak.toFixed(0)} MiB); the 8 volumes wrote ${((8 * 64 << 20) / busy / 1e6).toFixed(1)} MB/s together`);
   } finally {
     for (const m of mounts.reverse()) await m.unmount().catch(() => undefined);
     await daemon.stop().catch(() => undefined);

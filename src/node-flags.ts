@@ -32,16 +32,17 @@
 // to ~80-110 MB: peak RSS with 8 busy volumes 179 MiB, against 115 MiB at 64).
 // A heap with more live data than that gets V8's ordinary limits.
 //
-// Not --max-semi-space-size=1 (a 1 MB young generation instead of V8's 16),
-// though it measured well on one volume: peak RSS with 8 busy volumes 178
-// MiB against 216, seq read 0.70-0.82 daemon CPU-s per 256 MiB against
-// 1.10-1.24. It costs where many connections start at once: in the
-// 256-volume storm (make storm), alternated, Create+Mount took 26.9 and
-// 35.3 s at the median against 25.9 and 24.7 s without it, and 2 and 15 of
-// 256 volumes failed at the 25 s connection-setup deadline (none without).
-// (Its first trial also leaked mount IDs, through 408s from Node's own
-// request timeouts under the loop's lag; api/request-timeouts.ts has since
-// removed that cause.) Figures in docs/performance.md, "Daemon memory".
+// --max-semi-space-size=2: a young generation of at most 2 MB per
+// semi-space instead of V8's 16. Any sustained workload grows it to its
+// cap (V8 grows it once the bytes surviving scavenges add up to its size),
+// and a grown semi-space stays resident until the idle collection: it was
+// the largest part of the daemon's peak that its busy volumes did not
+// need. With 2 MB, 8 busy volumes and a single big read held less, at no
+// CPU cost seen on seq read, seq write or small files (docs/performance.md,
+// "A 2 MB young generation"). Not 1 MB: there, 256 volumes connecting at
+// once produced young garbage fast enough that some missed their 25 s
+// connection deadline. Stop 14 refused 1 and 4 MB for that storm cost;
+// on stop 21's code, alternated storms took as long with 2 MB as without.
 //
 // --expose-gc: gives the daemon gc(), which src/fs/memory.ts calls once the
 // daemon has been idle for a few seconds after work. The floor above lets
@@ -53,6 +54,7 @@
 const FLAGS: Readonly<Record<string, string>> = {
   '--initial-old-space-size=64': 'reads and writes may run at half speed (V8 mark-compact storms)',
   '--expose-gc': 'an idle daemon keeps the memory its last workload left',
+  '--max-semi-space-size=2': 'every busy volume and every big read holds more memory (a 16 MB young generation)',
 };
 export const DAEMON_NODE_FLAGS: readonly string[] = Object.keys(FLAGS);
 

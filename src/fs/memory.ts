@@ -39,10 +39,11 @@ export const IDLE_TICKS_TO_COLLECT = 2;
 export class IdleCollector {
   private idleTicks = 0;
   /**
-   * Start-up counts as work: loading the daemon's code grows V8's young
-   * generation to its 16 MB, which an idle daemon would otherwise keep until
-   * its first workload (a daemon with no volume: 87 → 77 MiB resident,
-   * docs/performance.md "Idle collection from start-up").
+   * Start-up counts as work: loading the daemon's code leaves garbage and
+   * grows V8's young generation, which an idle daemon would otherwise keep
+   * until its first workload (measured with V8's 16 MB semi-spaces: a
+   * daemon with no volume 87 → 77 MiB resident, docs/performance.md "Idle
+   * collection from start-up").
    */
   private workSinceCollect = true;
   constructor(private readonly collect: () => void) {}
