@@ -1796,11 +1796,20 @@ static fuse_thread_locals_t* get_thread_locals () {
 // default is 10; libfuse 2 had none.
 #define FUSE_NATIVE_MAX_THREADS 64
 
+// Idle workers a mount keeps (libfuse 3's default is 10). Each keeps its
+// stack and the pages of its request buffer that its largest request
+// filled, for the mount's life: a mount that once had 8 writers kept 10.
+// A sequential writer overlaps WRITE, FLUSH and RELEASE on 2-3 workers;
+// 2 idle made threads come and go per request (small files used a third
+// more CPU, stop 13), 4 did not (docs/performance.md, "Idle libfuse
+// workers per mount").
+#define FUSE_NATIVE_IDLE_THREADS 4
+
 static void* start_fuse_thread (void *data) {
   fuse_thread_t *ft = (fuse_thread_t *) data;
   struct fuse_loop_config *cfg = fuse_loop_cfg_create();
   fuse_loop_cfg_set_max_threads(cfg, FUSE_NATIVE_MAX_THREADS);
-  fuse_loop_cfg_set_idle_threads(cfg, 10);
+  fuse_loop_cfg_set_idle_threads(cfg, FUSE_NATIVE_IDLE_THREADS);
   fuse_loop_mt(ft->fuse, cfg);
   fuse_loop_cfg_destroy(cfg);
 
